@@ -1,0 +1,16 @@
+# Targets run as root on Debian 12.  `make test PYTEST_ARGS='-k infra -x'` passes arguments to pytest.
+PYTEST_ARGS ?=
+
+.PHONY: test demo bench lint
+
+test:
+	bash scripts/test.sh $(PYTEST_ARGS)
+
+demo:
+	bash scripts/demo.sh
+
+bench:
+	.venv/bin/python -I bench/run.py
+
+lint:
+	.venv/bin/ruff check .

@@ -1,0 +1,133 @@
+"""Virtual domains as qmail knows them: ``users/cdb`` (compiled ``users/assign``).
+
+vpopmail writes ``+D-:D:U:G:P:-::`` for a domain D and ``+A-:D:U:G:P:-::`` for an alias
+domain A of D; ``vget_assign`` looks up the key ``!domain-`` and takes the user field as
+the real domain.  When ``users/cdb`` is missing we read ``users/assign`` itself (the C code
+would answer "no such domain"); a read error other than "missing" is a temporary failure.
+"""
+
+from vpop.errors import TemporaryFailure
+
+
+class Domain:
+    """A domain as resolved through users/assign: ``name`` as asked, ``real`` after aliases."""
+
+    __slots__ = ("name", "real", "uid", "gid", "dir")
+
+    def __init__(self, name: str, real: str, uid: int, gid: int, dir: str) -> None:
+        self.name = name
+        self.real = real
+        self.uid = uid
+        self.gid = gid
+        self.dir = dir
+
+    def __repr__(self) -> str:
+        return f"<Domain {self.name}->{self.real} {self.uid}:{self.gid} {self.dir}>"
+
+
+def _from_fields(name: str, fields: list[bytes]) -> Domain | None:
+    if len(fields) < 4:
+        return None
+    try:
+        real = fields[0].decode()
+        uid, gid = int(fields[1]), int(fields[2])
+        path = fields[3].decode("utf-8", "surrogateescape")
+    except ValueError:
+        return None
+    return Domain(name, real.lower(), uid, gid, path)
+
+
+def lookup(qmail_home: str, domain: str) -> Domain | None:
+    """Resolve ``domain`` (lower case) through users/cdb, else users/assign; None if unknown."""
+    key = ("!" + domain + "-").encode()
+    path = qmail_home + "/users/cdb"
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        return _lookup_assign(qmail_home + "/users/assign", domain)
+    except OSError as exc:
+        raise TemporaryFailure(f"cannot read {path}: {exc.strerror}") from None
+    from cdblib import Reader
+
+    try:
+        value = Reader(data).get(key)
+    except Exception as exc:  # a truncated or corrupt cdb: defer, do not guess
+        raise TemporaryFailure(f"cannot read {path}: corrupt cdb ({exc})") from None
+    if value is None:
+        return None
+    return _from_fields(domain, value.split(b"\0"))
+
+
+def _lookup_assign(path: str, domain: str) -> Domain | None:
+    try:
+        with open(path, "rb") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise TemporaryFailure(f"cannot read {path}: {exc.strerror}") from None
+    wanted = ("+" + domain + "-:").encode()
+    for line in text.split(b"\n"):
+        if line.startswith(b"."):
+            break
+        if line.lower().startswith(wanted):
+            return _from_fields(domain, line[len(wanted):].split(b":"))
+    return None
+
+
+def compile_assign(text: bytes, path: str = "users/assign") -> list[tuple[bytes, bytes]]:
+    """qmail-newu's records for users/assign text: [(key, data)] with the wildchars record last.
+
+    ``=local:user:uid:gid:home:dash:ext:`` -> key ``!local\\0``;
+    ``+loc:user:uid:gid:home:dash:pre:`` -> key ``!loc`` and ``loc``'s last character joins
+    the wildchars set stored under the empty key.  Data = the six fields joined by NUL.
+    Raises ConfigError (qmail-newu's "bad format in users/assign") on a malformed line.
+    """
+    from vpop.errors import ConfigError
+
+    records: list[tuple[bytes, bytes]] = []
+    wildchars = bytearray()
+    lines = text.split(b"\n")
+    for number, line in enumerate(lines, 1):
+        if line.startswith(b"."):
+            break
+        if number == len(lines):
+            raise ConfigError(path, number, "bad format in users/assign: missing final '.' line")
+        fields = line[1:].split(b":")
+        if len(fields) < 8:
+            raise ConfigError(path, number, "bad format in users/assign: fewer than seven ':'")
+        local, data = fields[0], b"\0".join(fields[1:7])
+        if not fields[1]:
+            raise ConfigError(path, number, "bad format in users/assign: empty user")
+        if line.startswith(b"+"):
+            records.append((b"!" + local.lower(), data))
+            if local and local[-1:] not in wildchars:
+                wildchars += local[-1:]
+        else:
+            records.append((b"!" + local.lower() + b"\0", data))
+    else:
+        raise ConfigError(path, len(lines), "bad format in users/assign: missing final '.' line")
+    records.append((b"", bytes(wildchars)))
+    return records
+
+
+def write_users_cdb(qmail_home: str) -> None:
+    """Compile users/assign into users/cdb atomically, as qmail-newu does."""
+    import os
+
+    from cdblib import Writer
+
+    users = qmail_home + "/users"
+    with open(users + "/assign", "rb") as handle:
+        records = compile_assign(handle.read(), users + "/assign")
+    tmp = users + "/cdb.tmp"
+    with open(tmp, "wb") as handle:
+        writer = Writer(handle)
+        for key, data in records:
+            writer.put(key, data)
+        writer.finalize()
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(tmp, 0o644)
+    os.rename(tmp, users + "/cdb")

@@ -1,0 +1,160 @@
+"""Settings: what the C vpopmail fixed at ``./configure`` time, read at run time.
+
+The settings file holds ``key = value`` lines, ``#`` comments and blank lines; values are
+not quoted; booleans are ``yes``/``no``.  ``VPOP_CONFIG`` names the file, else
+:data:`DEFAULT_PATH`.  A missing file means "all defaults" (vpopmail's own); a line that
+does not parse or an unknown key raises :class:`ConfigError` naming file and line.
+"""
+
+import os
+
+from vpop.errors import ConfigError
+
+DEFAULT_PATH = "/etc/vpop/vpop.conf"
+
+_BOOL = {"yes": True, "no": False}
+_LOGGING_LEVELS = ("n", "e", "y", "p", "v")
+_STORES = ("cdb", "mysql")
+_EXIT_CODES = ("checkpassword", "vpopmail")
+
+
+def _text(value: str) -> str:
+    return value
+
+
+def _boolean(value: str) -> bool:
+    try:
+        return _BOOL[value.lower()]
+    except KeyError:
+        raise ValueError("expected yes or no") from None
+
+
+def _number(value: str) -> int:
+    if not value.isdigit():
+        raise ValueError("expected a whole number")
+    return int(value)
+
+
+def _choice(*allowed: str):
+    def parse(value: str) -> str:
+        if value not in allowed:
+            raise ValueError("expected one of " + ", ".join(allowed))
+        return value
+
+    return parse
+
+
+def _path(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError("expected an absolute path")
+    return value
+
+
+# key -> (parser, default).  A default of None for a path means "derived" (see Settings).
+_KEYS = {
+    "vpopmail_home": (_path, "/home/vpopmail"),
+    "qmail_home": (_path, "/var/qmail"),
+    "domains_dir": (_text, "domains"),
+    "store": (_choice(*_STORES), "cdb"),
+    "logging": (_choice(*_LOGGING_LEVELS), "e"),
+    "log_name": (_text, "vpopmail"),
+    "syslog_socket": (_path, "/dev/log"),
+    "auth_logging": (_boolean, True),
+    "clear_passwords": (_boolean, True),
+    "many_domains": (_boolean, True),
+    "ip_alias_domains": (_boolean, False),
+    "roaming_users": (_boolean, False),
+    "relay_clear_minutes": (_number, 180),
+    "tcp_file": (_path, None),
+    "rebuild_tcpserver_file": (_boolean, True),
+    "exit_codes": (_choice(*_EXIT_CODES), "checkpassword"),
+    "mysql_credentials": (_path, None),
+    "mysql_limits": (_boolean, False),
+    "mysql_connect_timeout": (_number, 2),
+    "mysql_default_socket": (_path, "/run/mysqld/mysqld.sock"),
+}
+
+
+class Settings:
+    """The parsed settings.  Attribute names are the keys of the settings file."""
+
+    vpopmail_home: str
+    qmail_home: str
+    domains_dir: str
+    store: str
+    logging: str
+    log_name: str
+    syslog_socket: str
+    auth_logging: bool
+    clear_passwords: bool
+    many_domains: bool
+    ip_alias_domains: bool
+    roaming_users: bool
+    relay_clear_minutes: int
+    tcp_file: str
+    rebuild_tcpserver_file: bool
+    exit_codes: str
+    mysql_credentials: str
+    mysql_limits: bool
+    mysql_connect_timeout: int
+    mysql_default_socket: str
+
+    def __init__(self, values: dict | None = None, path: str = "") -> None:
+        self.path = path
+        for key, (_parse, default) in _KEYS.items():
+            setattr(self, key, default)
+        for key, value in (values or {}).items():
+            setattr(self, key, value)
+        etc = self.vpopmail_home + "/etc"
+        if self.tcp_file is None:
+            self.tcp_file = etc + "/tcp.smtp"
+        if self.mysql_credentials is None:
+            self.mysql_credentials = etc + "/vpopmail.mysql"
+
+    @property
+    def etc_dir(self) -> str:
+        return self.vpopmail_home + "/etc"
+
+    @property
+    def domains_path(self) -> str:
+        """``~vpopmail/domains``: where domain directories and global message files live."""
+        return self.vpopmail_home + "/" + self.domains_dir
+
+
+def parse_settings(text: str, path: str) -> Settings:
+    """Parse settings text; ``path`` is only used in error messages."""
+    values: dict = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key:
+            raise ConfigError(path, number, "expected 'key = value'")
+        if key not in _KEYS:
+            raise ConfigError(path, number, f"unknown setting '{key}'")
+        if key in values:
+            raise ConfigError(path, number, f"'{key}' is set twice")
+        parse = _KEYS[key][0]
+        try:
+            values[key] = parse(value)
+        except ValueError as exc:
+            raise ConfigError(path, number, f"bad value for '{key}': {exc}") from None
+    return Settings(values, path)
+
+
+def load_settings(environ: dict | None = None) -> Settings:
+    """Read the settings file named by ``VPOP_CONFIG`` (else :data:`DEFAULT_PATH`)."""
+    env = os.environ if environ is None else environ
+    path = env.get("VPOP_CONFIG") or DEFAULT_PATH
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        if path != DEFAULT_PATH:
+            raise ConfigError(path, None, "settings file not found") from None
+        return Settings(None, path)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, None, f"cannot read settings: {exc}") from None
+    return parse_settings(text, path)

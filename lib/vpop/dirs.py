@@ -1,0 +1,153 @@
+"""User directories: vpopmail's hashed layout (``.dir-control``) and Maildir re-creation.
+
+vpopmail puts users 1-99 of a domain directly in the domain directory, users 100-199 in
+``0/``, 200-299 in ``1/`` ... ``z/`` (62 characters), then ``0/0``, ``0/1`` ... and so on to
+three levels.  ``.dir-control`` keeps that state in 8 text lines (``cur_users``,
+``level_cur``, ``level_max``, starts, ends, mods, indexes, ``the_dir``); we keep the same
+file, written through a temporary file and ``rename``, under a lock.  Freed paths listed
+in ``.dir_control_free`` are used first.
+"""
+
+import fcntl
+import os
+
+from vpop.errors import TemporaryFailure
+
+HASH_CHARS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+USERS_PER_LEVEL = 100
+MAX_PATH = 160
+
+
+def hash_path(serial: int) -> str:
+    """The hash directory of the ``serial``-th user (1-based) of a domain."""
+    block = serial // USERS_PER_LEVEL
+    if block == 0:
+        return ""
+    index = block - 1
+    width = len(HASH_CHARS)
+    for levels in (1, 2, 3):
+        span = width ** levels
+        if index < span:
+            parts = []
+            for _ in range(levels):
+                parts.append(HASH_CHARS[index % width])
+                index //= width
+            return "/".join(reversed(parts))
+        index -= span
+    raise TemporaryFailure("domain is full: no hash directory left")
+
+
+def _control_lines(serial: int, the_dir: str) -> str:
+    levels = the_dir.count("/") + 1 if the_dir else 0
+    indexes = [HASH_CHARS.index(p) for p in the_dir.split("/")] if the_dir else []
+    indexes += [0] * (3 - len(indexes))
+    return "\n".join([str(serial), str(levels), "3", "0 0 0", "61 61 61", "0 2 4",
+                      " ".join(map(str, indexes)), the_dir]) + "\n"
+
+
+def _take_free_path(domain_dir: str) -> str | None:
+    path = domain_dir + "/.dir_control_free"
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = handle.read().split("\n")
+    except FileNotFoundError:
+        return None
+    chosen = None
+    kept = []
+    for line in lines:
+        if chosen is None and line.strip() and not line.startswith("#"):
+            chosen = line.strip()
+        else:
+            kept.append(line)
+    if chosen is None:
+        return None
+    _write_atomically(path, "\n".join(kept))
+    return chosen
+
+
+def _write_atomically(path: str, text: str, uid: int | None = None, gid: int | None = None) -> None:
+    tmp = f"{path}.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, text.encode())
+        os.fsync(fd)
+        if uid is not None:
+            os.fchown(fd, uid, gid)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+
+
+def next_user_subdir(domain_dir: str, uid: int | None = None, gid: int | None = None) -> str:
+    """Allocate the hash subdirectory for a new user of the domain ("" = the domain dir)."""
+    lock_fd = os.open(domain_dir + "/.dir-control.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.lockf(lock_fd, fcntl.LOCK_EX)
+        control = domain_dir + "/.dir-control"
+        try:
+            with open(control, encoding="utf-8") as handle:
+                first = handle.readline().strip()
+            serial = int(first) if first.isdigit() else 0
+        except FileNotFoundError:
+            serial = 0
+        free = _take_free_path(domain_dir)
+        if free is not None:
+            subdir = free
+            if serial:
+                serial += 1
+        else:
+            serial += 1
+            subdir = hash_path(serial)
+        _write_atomically(control, _control_lines(serial, hash_path(serial)), uid, gid)
+        return subdir
+    finally:
+        os.close(lock_fd)
+
+
+def _make_dirs(base: str, relative: str, uid: int | None, gid: int | None) -> None:
+    path = base
+    for part in relative.split("/"):
+        if not part:
+            continue
+        path = path + "/" + part
+        try:
+            os.mkdir(path, 0o750)
+        except FileExistsError:
+            continue
+        if uid is not None:
+            os.chown(path, uid, gid)
+
+
+def make_user_dir(domain_dir: str, user: str, uid: int | None, gid: int | None) -> str:
+    """Create ``<domain_dir>[/hash]/<user>/Maildir/{cur,new,tmp}``; return the user directory."""
+    from vpop.maildir import make_maildir
+
+    try:
+        subdir = next_user_subdir(domain_dir, uid, gid)
+        if ".." in subdir.split("/") or subdir.startswith("/"):
+            raise TemporaryFailure(f"bad entry {subdir!r} in {domain_dir}/.dir_control_free")
+        _make_dirs(domain_dir, subdir, uid, gid)
+        user_dir = domain_dir + ("/" + subdir if subdir else "") + "/" + user
+        if len(user_dir) > MAX_PATH:
+            raise TemporaryFailure(f"user directory path too long: {user_dir}")
+        os.mkdir(user_dir, 0o750)
+        if uid is not None:
+            os.chown(user_dir, uid, gid)
+        make_maildir(user_dir + "/Maildir", uid, gid)
+        return user_dir
+    except OSError as exc:
+        raise TemporaryFailure(f"dir auto create failed: {exc}") from None
+
+
+def remake_user_dir(domain_dir: str, user_dir: str, uid: int | None, gid: int | None) -> None:
+    """Recreate a user directory that vanished (``vmake_maildir``), only below the domain dir."""
+    from vpop.maildir import make_maildir
+
+    prefix = domain_dir.rstrip("/") + "/"
+    if not user_dir.startswith(prefix) or ".." in user_dir.split("/"):
+        raise TemporaryFailure(f"user directory {user_dir} is outside {domain_dir}")
+    try:
+        _make_dirs(domain_dir.rstrip("/"), user_dir[len(prefix):], uid, gid)
+        make_maildir(user_dir + "/Maildir", uid, gid)
+    except OSError as exc:
+        raise TemporaryFailure(f"autocreate dir errno {exc.errno} {user_dir}") from None

@@ -1,0 +1,137 @@
+"""Password verification: scheme detection, constant-time comparison.
+
+Stored hashes as vpopmail keeps them are crypt(3) strings (DES, ``$1$`` MD5-crypt - the
+5.4 default -, ``$5$``, ``$6$``, bcrypt ``$2a$/$2b$/$2y$``), optionally behind a
+``{SCHEME}`` prefix (vpopmail 5.6 strips it and calls crypt).  crypt(3) strings go to the C
+library's crypt (libxcrypt on Debian) through ``_crypt``: the ``crypt`` module would
+cost ~18 ms of start-up because it probes every method when imported.  What crypt(3)
+cannot do (non-crypt ``{SCHEME}`` hashes, passwords that are not UTF-8) goes to passlib,
+imported only then.
+
+Every comparison of secrets uses ``_operator._compare_digest`` (what ``hmac.compare_digest``
+is, without importing hashlib).
+"""
+
+from _operator import _compare_digest
+
+# {SCHEME} prefixes that name a crypt(3) string.
+_CRYPT_SCHEMES = {"CRYPT", "DES-CRYPT", "MD5-CRYPT", "SHA256-CRYPT", "SHA512-CRYPT", "BLF-CRYPT",
+                  "BCRYPT", "CRYPT_MD5"}
+_PLAIN_SCHEMES = {"PLAIN", "CLEAR", "CLEARTEXT", "PLAINTEXT"}
+# {SCHEME} prefixes in the LDAP/Dovecot form, verified by passlib.
+_PASSLIB_SCHEMES = {
+    "MD5": "ldap_md5",
+    "SMD5": "ldap_salted_md5",
+    "SHA": "ldap_sha1",
+    "SHA1": "ldap_sha1",
+    "SSHA": "ldap_salted_sha1",
+    "SSHA256": "ldap_salted_sha256",
+    "SSHA512": "ldap_salted_sha512",
+}
+_HEX = frozenset("0123456789abcdef")
+
+
+def equal(a: bytes | str, b: bytes | str) -> bool:
+    """Constant-time equality of two secrets (str arguments must be ASCII-safe)."""
+    if isinstance(a, str):
+        a = a.encode("utf-8", "surrogateescape")
+    if isinstance(b, str):
+        b = b.encode("utf-8", "surrogateescape")
+    return _compare_digest(a, b)
+
+
+def split_scheme(stored: str) -> tuple[str, str]:
+    """``{SHA512-CRYPT}$6$...`` -> (``SHA512-CRYPT``, ``$6$...``); no prefix -> ("", stored)."""
+    if stored.startswith("{"):
+        end = stored.find("}")
+        if end > 1:
+            return stored[1:end].upper(), stored[end + 1:]
+    return "", stored
+
+
+def crypt_verify(password: bytes, stored: str) -> bool:
+    """crypt(3) ``stored`` against ``password``."""
+    if not stored:
+        return False
+    try:
+        word = password.decode("utf-8")
+    except UnicodeDecodeError:
+        return _passlib_crypt_verify(password, stored)
+    if "\0" in word:
+        return False
+    import _crypt
+
+    try:
+        result = _crypt.crypt(word, stored)
+    except OSError:
+        return False
+    if not result or result.startswith("*"):
+        return False
+    return equal(result, stored)
+
+
+def _passlib_crypt_verify(password: bytes, stored: str) -> bool:
+    """crypt(3) formats for passwords that are not UTF-8 text (``_crypt`` takes str only)."""
+    from passlib import hash as ph
+
+    for handler in (ph.md5_crypt, ph.sha512_crypt, ph.sha256_crypt, ph.bcrypt, ph.des_crypt):
+        if handler.identify(stored):
+            try:
+                return handler.verify(password, stored)
+            except (ValueError, TypeError):
+                return False
+    return False
+
+
+def verify(password: bytes, stored: str) -> bool:
+    """Check ``password`` (bytes as received) against a stored hash of any supported form."""
+    scheme, rest = split_scheme(stored)
+    if not scheme:
+        return crypt_verify(password, stored)
+    if scheme in _CRYPT_SCHEMES:
+        return crypt_verify(password, rest)
+    if scheme in _PLAIN_SCHEMES:
+        return bool(rest) and equal(password, rest)
+    name = _PASSLIB_SCHEMES.get(scheme)
+    if name is None:
+        return False
+    from passlib import hash as ph
+
+    try:
+        return getattr(ph, name).verify(password, "{" + scheme.replace("SHA1", "SHA") + "}" + rest)
+    except (ValueError, TypeError):
+        return False
+
+
+def looks_like_md5_hex(text: bytes) -> bool:
+    """APOP and CRAM-MD5 answers are 32 lower-case hex digits; anything else cannot match."""
+    return len(text) == 32 and _HEX.issuperset(text.decode("latin-1"))
+
+
+def apop_verify(response: bytes, challenge: bytes, clear: str) -> bool:
+    """APOP: hex MD5(challenge || clear password).  No challenge, no APOP (the C loophole)."""
+    if not challenge or not clear or not looks_like_md5_hex(response):
+        return False
+    import hashlib
+
+    digest = hashlib.md5(challenge + clear.encode("utf-8", "surrogateescape")).hexdigest()
+    return equal(digest, response)
+
+
+def cram_md5_verify(response: bytes, challenge: bytes, clear: str) -> bool:
+    """CRAM-MD5: hex HMAC-MD5(key = clear password, challenge)."""
+    if not challenge or not clear or not looks_like_md5_hex(response):
+        return False
+    import hmac
+
+    digest = hmac.new(clear.encode("utf-8", "surrogateescape"), challenge, "md5").hexdigest()
+    return equal(digest, response)
+
+
+def make_hash(password: str, method: str = "md5") -> str:
+    """A new crypt(3) hash (for the admin tools and tests): md5 (vpopmail 5.4), sha512, bcrypt."""
+    from passlib import hash as ph
+
+    handler = {"md5": ph.md5_crypt, "sha512": ph.sha512_crypt, "sha256": ph.sha256_crypt,
+               "bcrypt": ph.bcrypt, "des": ph.des_crypt}[method]
+    return handler.hash(password)

@@ -1,0 +1,78 @@
+"""What every store offers, and the user record they return.
+
+A store never prints and never exits: it returns records or raises
+:class:`vpop.errors.TemporaryFailure` when it cannot answer with certainty.
+"""
+
+from vpop.assign import Domain
+
+# pw_gid flag bits (vpopmail.h)
+NO_PASSWD_CHNG = 0x01
+NO_POP = 0x02
+NO_WEBMAIL = 0x04
+NO_IMAP = 0x08
+BOUNCE_MAIL = 0x10
+NO_RELAY = 0x20
+NO_DIALUP = 0x40
+NO_SMTP = 0x800
+V_OVERRIDE = 0x2000
+
+
+class User:
+    """A vpopmail user record (``struct vqpasswd``)."""
+
+    __slots__ = ("name", "domain", "passwd", "uid", "gid", "gecos", "dir", "shell", "clear")
+
+    def __init__(self, name: str, domain: str, passwd: str = "", uid: int = 0, gid: int = 0,
+                 gecos: str = "", dir: str = "", shell: str = "", clear: str = "") -> None:
+        self.name = name
+        self.domain = domain
+        self.passwd = passwd
+        self.uid = uid
+        self.gid = gid
+        self.gecos = gecos
+        self.dir = dir
+        self.shell = shell
+        self.clear = clear
+
+    def __repr__(self) -> str:
+        return f"<User {self.name}@{self.domain} dir={self.dir!r} flags={self.gid:#x}>"
+
+
+def to_int(value) -> int:
+    """vpopmail's atoi: empty, NULL or junk -> 0."""
+    if value is None:
+        return 0
+    if isinstance(value, int):
+        return value
+    text = str(value).strip()
+    sign = -1 if text.startswith("-") else 1
+    digits = ""
+    for c in text.lstrip("+-"):
+        if not c.isdigit():
+            break
+        digits += c
+    return sign * int(digits) if digits else 0
+
+
+class Store:
+    """The interface of the vpopmail-compatible stores."""
+
+    def get_user(self, user: str, domain: Domain) -> User | None:
+        raise NotImplementedError
+
+    def set_user_dir(self, record: User, domain: Domain, path: str) -> None:
+        raise NotImplementedError
+
+    def set_lastauth(self, record: User, domain: Domain, ip: str, now: int) -> None:
+        raise NotImplementedError
+
+    def open_relay(self, ip: str, now: int) -> None:
+        raise NotImplementedError
+
+    def domain_limits(self, domain: Domain) -> dict | None:
+        """The domain's limits (None: use the files)."""
+        return None
+
+    def close(self) -> None:
+        pass

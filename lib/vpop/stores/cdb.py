@@ -1,0 +1,186 @@
+"""vpopmail's CDB store (the embedded default): ``vpasswd`` + ``vpasswd.cdb`` per domain.
+
+A ``vpasswd`` line is ``name:passwd:uid:gid:gecos:dir:shell[:clear]``; ``vpasswd.cdb``
+maps ``name`` to the rest of the line.  We read the cdb unless it is missing or older than
+``vpasswd`` (vpopmail never checks the age, so an edit of ``vpasswd`` without a rebuild
+went unseen); then ``vpasswd`` itself.  Writes (a blank ``pw_dir`` filled in) rewrite
+``vpasswd`` and rebuild the cdb, each through a temporary file and ``rename``, under
+``.vpasswd.lock``.
+"""
+
+import fcntl
+import os
+
+from vpop.assign import Domain
+from vpop.errors import TemporaryFailure
+from vpop.stores.base import Store, User, to_int
+
+
+def parse_record(name: str, domain: str, data: str) -> User:
+    """A User from the part of a vpasswd line after ``name:``."""
+    fields = data.split(":")
+    fields += [""] * (7 - len(fields))
+    return User(name, domain, fields[0], to_int(fields[1]), to_int(fields[2]), fields[3], fields[4],
+                fields[5], fields[6])
+
+
+def format_line(record: User, with_clear: bool = True) -> str:
+    """The vpasswd line of a record (no newline)."""
+    fields = [record.name, record.passwd, str(record.uid), str(record.gid),
+              record.gecos.replace(":", ""), record.dir, record.shell]
+    if with_clear:
+        fields.append(record.clear)
+    return ":".join(fields)
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise TemporaryFailure(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _mtime(path: str) -> float | None:
+    try:
+        return os.stat(path).st_mtime
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise TemporaryFailure(f"cannot stat {path}: {exc.strerror}") from None
+
+
+def write_vpasswd(domain_dir: str, lines: list[str], uid: int | None = None, gid: int | None = None) -> None:
+    """Write ``vpasswd`` and ``vpasswd.cdb`` atomically from vpasswd lines (caller holds the lock)."""
+    from cdblib import Writer
+
+    text = "".join(line + "\n" for line in lines)
+    vpasswd = domain_dir + "/vpasswd"
+    tmp = f"{vpasswd}.tmp.{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+        if uid is not None:
+            os.fchown(handle.fileno(), uid, gid)
+    cdb_tmp = domain_dir + "/cdb.tmp"
+    with open(cdb_tmp, "wb") as handle:
+        writer = Writer(handle)
+        for line in lines:
+            name, _, rest = line.partition(":")
+            writer.put(name.encode("utf-8", "surrogateescape"), rest.encode("utf-8", "surrogateescape"))
+        writer.finalize()
+        handle.flush()
+        os.fsync(handle.fileno())
+        if uid is not None:
+            os.fchown(handle.fileno(), uid, gid)
+    os.rename(tmp, vpasswd)
+    os.rename(cdb_tmp, domain_dir + "/vpasswd.cdb")
+
+
+class VpasswdLock:
+    """``.vpasswd.lock`` in the domain directory, held for a read-modify-write."""
+
+    def __init__(self, domain_dir: str) -> None:
+        self.path = domain_dir + "/.vpasswd.lock"
+        self.fd = -1
+
+    def __enter__(self) -> "VpasswdLock":
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.lockf(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        os.close(self.fd)
+
+
+def read_lines(domain_dir: str) -> list[str]:
+    """The vpasswd lines of a domain (empty list if there is no vpasswd)."""
+    data = _read(domain_dir + "/vpasswd")
+    if data is None:
+        return []
+    return [line for line in data.decode("utf-8", "surrogateescape").split("\n") if ":" in line]
+
+
+class CdbStore(Store):
+    """Users in ``<domain dir>/vpasswd(.cdb)``; lastauth and relay state in files."""
+
+    def __init__(self, settings) -> None:
+        self.settings = settings
+
+    def get_user(self, user: str, domain: Domain) -> User | None:
+        cdb_path = domain.dir + "/vpasswd.cdb"
+        text_path = domain.dir + "/vpasswd"
+        cdb_time, text_time = _mtime(cdb_path), _mtime(text_path)
+        if cdb_time is not None and (text_time is None or cdb_time >= text_time):
+            data = _read(cdb_path)
+            if data is not None:
+                from cdblib import Reader
+
+                try:
+                    value = Reader(data).get(user.encode())
+                except Exception as exc:
+                    raise TemporaryFailure(f"cannot read {cdb_path}: corrupt cdb ({exc})") from None
+                if value is None:
+                    return None
+                return parse_record(user, domain.real, value.decode("utf-8", "surrogateescape"))
+        if text_time is None:
+            return None
+        prefix = user + ":"
+        for line in read_lines(domain.dir):
+            if line.startswith(prefix):
+                return parse_record(user, domain.real, line[len(prefix):])
+        return None
+
+    def add_user(self, record: User, domain: Domain) -> None:
+        """Insert a vpasswd line in sorted position (as vadduser does) and rebuild the cdb."""
+        line = format_line(record, self.settings.clear_passwords)
+        with VpasswdLock(domain.dir):
+            lines = [entry for entry in read_lines(domain.dir) if not entry.startswith(record.name + ":")]
+            position = next((i for i, entry in enumerate(lines) if entry.split(":", 1)[0] > record.name),
+                            len(lines))
+            lines.insert(position, line)
+            uid = domain.uid if os.geteuid() == 0 else None
+            write_vpasswd(domain.dir, lines, uid, domain.gid)
+
+    def set_user_dir(self, record: User, domain: Domain, path: str) -> None:
+        try:
+            with VpasswdLock(domain.dir):
+                lines = read_lines(domain.dir)
+                prefix = record.name + ":"
+                for i, line in enumerate(lines):
+                    if line.startswith(prefix):
+                        current = parse_record(record.name, domain.real, line[len(prefix):])
+                        current.dir = path
+                        lines[i] = format_line(current, line.count(":") >= 7)
+                        break
+                else:
+                    raise TemporaryFailure(f"user {record.name} vanished from {domain.dir}/vpasswd")
+                write_vpasswd(domain.dir, lines, domain.uid, domain.gid)
+        except OSError as exc:
+            raise TemporaryFailure(f"cannot update {domain.dir}/vpasswd: {exc.strerror}") from None
+        record.dir = path
+
+    def set_lastauth(self, record: User, domain: Domain, ip: str, now: int) -> None:
+        if not record.dir.startswith("/") or record.dir == "/":
+            return
+        path = record.dir + "/lastauth"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            try:
+                os.write(fd, ip.encode())
+                if os.geteuid() == 0:
+                    os.fchown(fd, domain.uid, domain.gid)
+            finally:
+                os.close(fd)
+            os.utime(path, (now, now))
+        except OSError:
+            pass  # a lastauth that cannot be written must not refuse the login
+
+    def open_relay(self, ip: str, now: int) -> None:
+        from vpop import relay
+
+        settings = self.settings
+        relay.open_relay(settings.etc_dir, ip, now, settings.tcp_file, settings.rebuild_tcpserver_file)

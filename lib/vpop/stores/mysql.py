@@ -1,0 +1,125 @@
+"""vpopmail's MySQL store: table ``vpopmail`` (many_domains) or one table per domain.
+
+Per-domain table names follow vpopmail's mangling: the domain with every ``.`` and ``-``
+turned into ``_``.  A table name cannot be a query parameter, so it is built only from a
+domain already checked to be ``[a-z0-9.-]`` and is quoted as an identifier.
+"""
+
+import time
+
+from vpop.assign import Domain
+from vpop.credentials import read_vpopmail_mysql
+from vpop.errors import TemporaryFailure
+from vpop.names import valid_domain
+from vpop.sqldb import Database
+from vpop.stores.base import Store, User, to_int
+
+LASTAUTH_TABLE = (
+    "CREATE TABLE IF NOT EXISTS lastauth (user char(32) NOT NULL, domain char(96) NOT NULL, "
+    "remote_ip char(18) not null, timestamp bigint default 0 NOT NULL, "
+    "primary key (user, domain))"
+)
+RELAY_TABLE = (
+    "CREATE TABLE IF NOT EXISTS relay (ip_addr char(18) not null default '', "
+    "timestamp char(12) default null, primary key (ip_addr))"
+)
+
+
+def user_table_sql(table: str, many_domains: bool) -> str:
+    """vpopmail 5.4's user table (see conf/schema/vpopmail.sql)."""
+    domain_column = "pw_domain char(96) not null, " if many_domains else ""
+    key = "pw_name, pw_domain" if many_domains else "pw_name"
+    return (f"CREATE TABLE IF NOT EXISTS `{table}` (pw_name char(64) not null, {domain_column}"
+            "pw_passwd char(128), pw_uid int, pw_gid int, pw_gecos char(64), pw_dir char(160), "
+            f"pw_shell char(20), pw_clear_passwd char(128), primary key ({key}))")
+
+
+def table_name(domain: str) -> str:
+    """vpopmail's table name for a domain's users when many_domains is off."""
+    if not domain:
+        return "users"
+    if not valid_domain(domain):
+        raise TemporaryFailure(f"refusing table name for domain {domain!r}")
+    return domain.replace(".", "_").replace("-", "_")
+
+
+class MysqlStore(Store):
+    """Users in MySQL/MariaDB as vpopmail's ``--enable-auth-module=mysql`` keeps them."""
+
+    def __init__(self, settings) -> None:
+        self.settings = settings
+        read, update = read_vpopmail_mysql(settings.mysql_credentials)
+        self.db = Database(read, update, settings.mysql_connect_timeout, settings.mysql_default_socket)
+
+    def _columns(self) -> str:
+        columns = "pw_name, pw_passwd, pw_uid, pw_gid, pw_gecos, pw_dir, pw_shell"
+        if self.settings.clear_passwords:
+            columns += ", pw_clear_passwd"
+        return columns
+
+    def get_user(self, user: str, domain: Domain) -> User | None:
+        if self.settings.many_domains:
+            sql = f"SELECT {self._columns()} FROM vpopmail WHERE pw_name = %s AND pw_domain = %s"
+            rows = self.db.query(sql, (user, domain.real))
+        else:
+            sql = f"SELECT {self._columns()} FROM `{table_name(domain.real)}` WHERE pw_name = %s"
+            rows = self.db.query(sql, (user,))
+        if not rows:
+            return None
+        row = [("" if value is None else value) for value in rows[0]]
+        clear = row[7] if len(row) > 7 else ""
+        return User(str(row[0]), domain.real, str(row[1]), to_int(row[2]), to_int(row[3]), str(row[4]),
+                    str(row[5]), str(row[6]), str(clear))
+
+    def add_user(self, record: User, domain: Domain) -> None:
+        values = [record.name, record.passwd, record.uid, record.gid, record.gecos, record.dir, record.shell]
+        columns = "pw_name, pw_passwd, pw_uid, pw_gid, pw_gecos, pw_dir, pw_shell"
+        if self.settings.clear_passwords:
+            columns += ", pw_clear_passwd"
+            values.append(record.clear)
+        if self.settings.many_domains:
+            table, create = "vpopmail", user_table_sql("vpopmail", True)
+            columns += ", pw_domain"
+            values.append(domain.real)
+        else:
+            table = table_name(domain.real)
+            create = user_table_sql(table, False)
+        marks = ", ".join(["%s"] * len(values))
+        self.db.execute(f"REPLACE INTO `{table}` ({columns}) VALUES ({marks})", tuple(values), create=create)
+
+    def set_user_dir(self, record: User, domain: Domain, path: str) -> None:
+        if self.settings.many_domains:
+            self.db.execute("UPDATE vpopmail SET pw_dir = %s WHERE pw_name = %s AND pw_domain = %s",
+                            (path, record.name, domain.real))
+        else:
+            self.db.execute(f"UPDATE `{table_name(domain.real)}` SET pw_dir = %s WHERE pw_name = %s",
+                            (path, record.name))
+        record.dir = path
+
+    def set_lastauth(self, record: User, domain: Domain, ip: str, now: int) -> None:
+        self.db.execute("REPLACE INTO lastauth (user, domain, remote_ip, timestamp) VALUES (%s, %s, %s, %s)",
+                        (record.name, domain.real, ip, now), create=LASTAUTH_TABLE)
+
+    def open_relay(self, ip: str, now: int) -> None:
+        """Record the IP in ``relay``; rebuild tcp.smtp.cdb when it is new (one affected row)."""
+        affected = self.db.execute("REPLACE INTO relay (ip_addr, timestamp) VALUES (%s, %s)",
+                                   (ip, str(now)), create=RELAY_TABLE)
+        if affected == 1 and self.settings.rebuild_tcpserver_file:
+            from vpop import relay, tcprules
+
+            cutoff = int(time.time()) - self.settings.relay_clear_minutes * 60
+            rows = self.db.query("SELECT ip_addr FROM relay WHERE timestamp > %s", (str(cutoff),))
+            lines = relay.rules_from_rows([str(r[0]) for r in rows])
+            tcp = self.settings.tcp_file
+            tcprules.build(tcp, lines, tcp + ".cdb")
+
+    def domain_limits(self, domain: Domain) -> dict | None:
+        if not self.settings.mysql_limits:
+            return None
+        row = self.db.query_row_dict("SELECT * FROM limits WHERE domain = %s", (domain.real,))
+        if row is None:
+            return None
+        return {name.lower(): str(value) for name, value in row.items() if value is not None}
+
+    def close(self) -> None:
+        self.db.close()

@@ -1,0 +1,102 @@
+"""The main job on the embedded default (the CDB store), in a sandbox folder.
+
+Creates a vpopmail tree with one domain and one user, logs in through the installed
+``vchkpw`` with a real fd 3 (as qmail-popup does), shows what the exec'd program received,
+then a refused login, with the syslog lines vchkpw sent.  Run by ``scripts/demo.sh``.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+
+VENV_BIN = os.path.dirname(sys.executable)
+DOMAIN, USER, PASSWORD = "example.com", "postmaster", "demo-secret"
+UID = GID = 89
+SHOW = ('echo "  uid=$(id -u) gid=$(id -g) cwd=$(pwd)"; '
+        'env | grep -E "^(USER|HOME|SHELL|VPOPUSER)=" | sed "s/^/  /"')
+
+
+def run_with_fd3(argv: list[str], data: bytes, env: dict) -> subprocess.CompletedProcess:
+    """Run ``argv`` with ``data`` readable on a real fd 3 (a pipe), as qmail-popup does."""
+    read_end, write_end = os.pipe()
+    os.write(write_end, data)
+    os.close(write_end)
+    saved = os.dup(3) if _is_open(3) else None
+    os.dup2(read_end, 3, inheritable=True)
+    try:
+        return subprocess.run(argv, env=env, pass_fds=(3,), capture_output=True, text=True, timeout=30)
+    finally:
+        os.close(read_end)
+        if saved is not None:
+            os.dup2(saved, 3)
+            os.close(saved)
+        else:
+            os.close(3)
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+        return True
+    except OSError:
+        return False
+
+
+def main() -> int:
+    sandbox = tempfile.mkdtemp(prefix="vpop-demo-", dir="/tmp")
+    os.chmod(sandbox, 0o755)
+    home, qmail = f"{sandbox}/vpopmail", f"{sandbox}/qmail"
+    for path in (home + "/etc", home + "/domains", qmail + "/users", qmail + "/control"):
+        os.makedirs(path, mode=0o755)
+    log_socket = f"{sandbox}/syslog.sock"
+    syslog = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    syslog.bind(log_socket)
+    syslog.settimeout(0.2)
+    config = f"{sandbox}/vpop.conf"
+    with open(config, "w") as handle:
+        handle.write(f"vpopmail_home = {home}\nqmail_home = {qmail}\nstore = cdb\nlogging = y\n"
+                     f"syslog_socket = {log_socket}\n")
+    os.environ["VPOP_CONFIG"] = config
+
+    from vpop import admin
+    from vpop.config import load_settings
+
+    settings = load_settings()
+    domain_dir = admin.add_domain(settings, DOMAIN, UID, GID, vdelivermail=f"{VENV_BIN}/vdelivermail")
+    record = admin.add_user(settings, DOMAIN, USER, PASSWORD)
+    print(f"sandbox: {sandbox}")
+    print(f"settings: {config}")
+    print(f"domain {DOMAIN}: {domain_dir} (users/assign -> users/cdb)")
+    print(f"user {USER}@{DOMAIN}: {record.dir}  hash {record.passwd}")
+
+    env = {"PATH": "/usr/bin:/bin", "VPOP_CONFIG": config, "TCPLOCALPORT": "110",
+           "TCPREMOTEIP": "192.0.2.10", "TCPLOCALIP": "192.0.2.1", "PROTO": "TCP"}
+    vchkpw = f"{VENV_BIN}/vchkpw"
+    banner = b"<4242.1700000000@mail.example.com>"
+    print(f"\n$ {vchkpw} /bin/sh -c '...'   # fd 3 = {USER}@{DOMAIN}\\0{PASSWORD}\\0{banner.decode()}\\0")
+    good = run_with_fd3([vchkpw, "/bin/sh", "-c", SHOW],
+                        f"{USER}@{DOMAIN}\0{PASSWORD}\0".encode() + banner + b"\0", env)
+    print(good.stdout + good.stderr, end="")
+    print(f"  exit {good.returncode}  (0: authenticated, privileges dropped, program exec'd)")
+
+    print(f"\n$ {vchkpw} /bin/sh -c '...'   # fd 3 = {USER}@{DOMAIN}\\0wrong-password\\0...")
+    bad = run_with_fd3([vchkpw, "/bin/sh", "-c", SHOW],
+                       f"{USER}@{DOMAIN}\0wrong-password\0".encode() + banner + b"\0", env)
+    print(bad.stdout + bad.stderr, end="")
+    print(f"  exit {bad.returncode}  (1: refused, nothing exec'd)")
+
+    print("\nsyslog lines sent by vchkpw (facility mail):")
+    while True:
+        try:
+            print("  " + syslog.recv(4096).decode(errors="replace"))
+        except TimeoutError:
+            break
+    ok = good.returncode == 0 and f"USER={USER}" in good.stdout and bad.returncode == 1
+    print("\ndemo " + ("OK" if ok else "FAILED"))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

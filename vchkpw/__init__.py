@@ -1,0 +1,1 @@
+"""vchkpw: checkpassword authentication for vpopmail virtual-domain users."""

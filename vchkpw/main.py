@@ -1,0 +1,332 @@
+"""vchkpw: checkpassword authentication for vpopmail users.
+
+Protocol only: read fd 3, decide, then exec argv[1..] or exit.  Everything that knows a
+store, a file format or a password scheme lives in ``vpop``.  This module maps the
+exceptions of :mod:`vpop.errors` to exit codes in exactly one place (:func:`main`).
+"""
+
+import os
+import sys
+
+from vpop import log as vlog
+from vpop.errors import AuthFailure, ConfigError, TemporaryFailure, UsageError, VpopError
+
+FD3_LIMIT = 512
+SMTP, POP, IMAP, WEBMAIL = "smtp", "pop", "imap", "webmail"
+_PORTS = {
+    "25": (SMTP, "smtp"), "110": (POP, "pop3"), "143": (IMAP, "imap"), "465": (SMTP, "smtps"),
+    "587": (SMTP, "submission"), "993": (IMAP, "imaps"), "995": (POP, "pop3s"),
+}
+_DOVECOT_SERVICES = {"imap": IMAP, "pop3": POP, "smtp": SMTP, "submission": SMTP, "lmtp": SMTP}
+_DENIED_BIT = {POP: 0x02, WEBMAIL: 0x04, IMAP: 0x08, SMTP: 0x800}
+_NO_RELAY = 0x20
+_NOT_RUNNABLE = ("vchkpw is only for talking with qmail-popup and qmail-pop3d. "
+                 "It is not for runnning on the command line.")
+
+
+def read_fd3(fd: int = 3) -> bytes:
+    """Read fd 3 to EOF, at most 512 bytes (checkpassword's limit); more is refused."""
+    chunks = []
+    total = 0
+    while True:
+        try:
+            chunk = os.read(fd, FD3_LIMIT + 1 - total)
+        except OSError as exc:
+            raise UsageError(f"cannot read fd 3: {exc.strerror}", 11) from None
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > FD3_LIMIT:
+            raise AuthFailure("more than 512 bytes on fd 3", 11)
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+    return b"".join(chunks)
+
+
+def split_fd3(data: bytes) -> tuple[bytes, bytes, bytes]:
+    """login, password, timestamp; a login or password without its NUL is misuse (2)."""
+    parts = data.split(b"\0", 2)
+    if len(parts) < 3:
+        raise UsageError("fd 3 data is not login\\0password\\0timestamp\\0", 11)
+    timestamp = parts[2].split(b"\0", 1)[0]
+    return parts[0], parts[1], timestamp
+
+
+def detect_service(environ: dict, argv: list[str]) -> tuple[str, str]:
+    """(service, log name) as vchkpw decides it, plus Dovecot's ``SERVICE``."""
+    port = environ.get("TCPLOCALPORT", "")
+    port_text = str(int(port)) if port.isdigit() else "0"
+    if port_text in _PORTS:
+        service, suffix = _PORTS[port_text]
+    else:
+        suffix = port_text
+        dovecot = environ.get("SERVICE", "").lower()
+        if dovecot in _DOVECOT_SERVICES:
+            service = _DOVECOT_SERVICES[dovecot]
+        elif "true" in argv[1]:
+            service = SMTP
+        elif "imap" in argv[1]:
+            service = IMAP
+        else:
+            service = POP
+    if service in (POP, IMAP):
+        from vpop.names import remote_ip
+
+        if remote_ip(environ) == "127.0.0.1":
+            return WEBMAIL, "vchkpw-webmail"
+    return service, "vchkpw-" + suffix
+
+
+class Login:
+    """One authentication attempt: what came in and what has been decided so far."""
+
+    def __init__(self, environ: dict, argv: list[str]) -> None:
+        from vpop.names import remote_ip
+
+        self.environ = environ
+        self.argv = argv
+        self.dovecot = "AUTHORIZED" in environ or "SERVICE" in environ
+        self.lookup_only = environ.get("AUTHORIZED") == "1"
+        self.service, self.log_name = detect_service(environ, argv)
+        self.ip = remote_ip(environ)
+        self.raw_login = ""
+        self.user = ""
+        self.domain_name = ""
+        self.log: vlog.Logger | None = None
+
+    def say(self, category: int, text: str) -> None:
+        if self.log is not None:
+            self.log.log(category, f"{self.log_name}: {text}")
+
+    def who(self) -> str:
+        return f"{self.user}@{self.domain_name}:{self.ip}"
+
+
+def authenticate(login: Login, settings, data: bytes) -> None:
+    """Decide the login; on success set up the environment and exec (never returns)."""
+    from vpop import assign, passwords
+    from vpop.names import sanitize_env_value, split_login, valid_domain, valid_user
+
+    raw_login, password, challenge = split_fd3(data)
+    text_login = raw_login.decode("utf-8", "replace")
+    login.raw_login = text_login
+    if not raw_login:
+        login.say(vlog.LOGON, f"null user name given {text_login}:{login.ip}")
+        raise AuthFailure("null user name", 12)
+    if not password and not login.lookup_only:
+        login.say(vlog.PASSWD, f"null password given {text_login}:{login.ip}")
+        raise AuthFailure("null password", 13)
+
+    user, domain_name = split_login(text_login)
+    if not domain_name:
+        domain_name = default_domain(login.environ, settings)
+    login.user, login.domain_name = user, domain_name
+    if not valid_user(user) or not valid_domain(domain_name):
+        login.say(vlog.PASSWD, f"invalid user/domain characters {text_login.lower()}:{login.ip}")
+        raise AuthFailure("invalid characters", 20)
+
+    domain = assign.lookup(settings.qmail_home, domain_name) if domain_name else None
+    record = None
+    store = None
+    if domain is not None:
+        from vpop.stores import open_store
+
+        store = open_store(settings)
+        login.domain_name = domain.real
+        record = store.get_user(user, domain)
+    if record is None:
+        login.say(vlog.LOGON, f"vpopmail user not found {login.who()}")
+        raise AuthFailure("no such user", 3)
+
+    if login.lookup_only:
+        auth_type = "LOOKUP"
+    else:
+        auth_type = check_password(login, settings, record, password, challenge, passwords)
+
+    from vpop.limits import effective_flags, read_limits_file
+
+    limits = store.domain_limits(domain)
+    if limits is None:
+        limits = read_limits_file(domain.dir, settings.etc_dir)
+    flags = effective_flags(record.gid, limits)
+    if flags & _DENIED_BIT[login.service]:
+        login.say(vlog.ACCESS, f"{login.service} access denied {login.who()}")
+        raise AuthFailure("service denied", 1)
+
+    if not record.dir:
+        make_blank_dir(login, store, record, domain)
+
+    if not login.lookup_only:
+        login.say(vlog.AUTH, f"({auth_type}) login success {login.who()}")
+        after_login(login, settings, store, record, domain, flags)
+    store.close()
+    start_session(login, record, domain, sanitize_env_value)
+
+
+def default_domain(environ: dict, settings) -> str:
+    """VPOPMAIL_DOMAIN, then (if enabled) the IP-alias map, then etc/defaultdomain."""
+    from vpop.names import sanitize_env_value
+
+    value = environ.get("VPOPMAIL_DOMAIN")
+    if value:
+        return sanitize_env_value(value).lower()
+    if settings.ip_alias_domains and environ.get("TCPLOCALIP"):
+        from vpop.domains import ip_alias_domain
+
+        mapped = ip_alias_domain(settings, environ["TCPLOCALIP"])
+        if mapped is not None:
+            return mapped
+    try:
+        with open(settings.etc_dir + "/defaultdomain", encoding="utf-8") as handle:
+            return handle.readline().strip().lower()
+    except FileNotFoundError:
+        return ""
+    except OSError as exc:
+        raise TemporaryFailure(f"cannot read {settings.etc_dir}/defaultdomain: {exc.strerror}") from None
+
+
+def check_password(login: Login, settings, record, password: bytes, challenge: bytes, passwords) -> str:
+    """CRAM-MD5 (SMTP) or APOP (POP) against the clear password, then the hash."""
+    clear = record.clear if settings.clear_passwords else ""
+    if clear and login.service == SMTP and passwords.cram_md5_verify(password, challenge, clear):
+        return "CRAM-MD5"
+    if clear and login.service == POP and passwords.apop_verify(password, challenge, clear):
+        return "APOP"
+    if not record.passwd:
+        login.say(vlog.PASSWD, f"user has no password {login.who()}")
+        raise AuthFailure("no password stored", 15)
+    if passwords.verify(password, record.passwd):
+        return "PLAIN"
+    if login.log is not None and login.log.with_passwords:
+        shown = password.decode("utf-8", "replace")
+        login.say(vlog.PASSWD, f"password fail (pass: '{shown}') {login.who()}")
+    else:
+        login.say(vlog.PASSWD, f"password fail {login.who()}")
+    raise AuthFailure("wrong password", 3)
+
+
+def make_blank_dir(login: Login, store, record, domain) -> None:
+    """A row with a blank pw_dir (inserted by billing) gets its directory, after the password."""
+    from vpop.dirs import make_user_dir
+
+    try:
+        path = make_user_dir(domain.dir, record.name, domain.uid, domain.gid)
+        store.set_user_dir(record, domain, path)
+    except TemporaryFailure:
+        login.say(vlog.INTERNAL, f"dir auto create failed {login.who()}")
+        raise TemporaryFailure("dir auto create failed", 14) from None
+
+
+def after_login(login: Login, settings, store, record, domain, flags: int) -> None:
+    """lastauth and roaming-user relay; their failures are logged, never refuse the login."""
+    import time
+
+    now = int(time.time())
+    if settings.auth_logging:
+        try:
+            store.set_lastauth(record, domain, login.ip, now)
+        except (TemporaryFailure, OSError) as exc:
+            login.say(vlog.INTERNAL, f"lastauth not recorded {login.who()}: {exc}")
+    if settings.roaming_users and not flags & _NO_RELAY and login.service != SMTP and login.ip:
+        try:
+            store.open_relay(login.ip, now)
+        except (TemporaryFailure, OSError, ValueError) as exc:
+            login.say(vlog.INTERNAL, f"relay not opened {login.who()}: {exc}")
+
+
+def start_session(login: Login, record, domain, sanitize) -> None:
+    """Drop privileges, chdir, set the environment and exec argv[1..]."""
+    env = login.environ
+    is_root = os.geteuid() == 0
+    if is_root and login.service != SMTP and not login.dovecot:
+        try:
+            os.setgroups([domain.gid])
+            os.setgid(domain.gid)
+        except OSError as exc:
+            login.say(vlog.INTERNAL, f"setgid {domain.gid} failed errno {exc.errno} {login.who()}")
+            raise TemporaryFailure("setgid failed", 4) from None
+        try:
+            os.setuid(domain.uid)
+        except OSError as exc:
+            login.say(vlog.INTERNAL, f"setuid {domain.uid} failed errno {exc.errno} {login.who()}")
+            raise TemporaryFailure("setuid failed", 5) from None
+    if login.service != SMTP or login.dovecot:
+        enter_user_dir(login, record, domain)
+
+    env["HOME"] = record.dir
+    env["SHELL"] = "NOLOGIN"
+    env["VPOPUSER"] = login.raw_login.lower()
+    if login.dovecot:
+        # Dovecot renames the session to USER: keep the full address it asked about.
+        env["USER"] = login.raw_login if "@" in login.raw_login else f"{record.name}@{domain.name}"
+        env["userdb_uid"] = str(domain.uid)
+        env["userdb_gid"] = str(domain.gid)
+        extra = env.get("EXTRA", "").split()
+        env["EXTRA"] = " ".join(extra + [n for n in ("userdb_uid", "userdb_gid") if n not in extra])
+        if login.lookup_only:
+            env["AUTHORIZED"] = "2"
+    else:
+        env["USER"] = record.name
+    try:
+        os.execvpe(login.argv[1], login.argv[1:], env)
+    except OSError as exc:
+        login.say(vlog.INTERNAL, f"exec {login.argv[1]} failed errno {exc.errno} {login.who()}")
+        raise TemporaryFailure(f"cannot run {login.argv[1]}: {exc.strerror}") from None
+
+
+def enter_user_dir(login: Login, record, domain) -> None:
+    try:
+        os.chdir(record.dir)
+        return
+    except OSError:
+        pass
+    from vpop.dirs import remake_user_dir
+
+    try:
+        remake_user_dir(domain.dir, record.dir, domain.uid if os.geteuid() == 0 else None, domain.gid)
+        os.chdir(record.dir)
+    except (TemporaryFailure, OSError) as exc:
+        errno = getattr(exc, "errno", 0)
+        login.say(vlog.INTERNAL, f"autocreate dir errno {errno} {record.dir} {login.who()}")
+        raise TemporaryFailure("cannot enter the user directory", 6) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; the only place where outcomes become exit codes."""
+    argv = sys.argv if argv is None else argv
+    environ = dict(os.environ)
+    settings = None
+    login = None
+    try:
+        if len(argv) < 2:
+            raise UsageError("usage: vchkpw prog [args...]", 11)
+        from vpop.config import load_settings
+
+        settings = load_settings(environ)
+        login = Login(environ, argv)
+        data = read_fd3()
+        login.log = vlog.Logger(settings.log_name, settings.logging, settings.syslog_socket)
+        authenticate(login, settings, data)
+        return 0  # not reached: authenticate execs
+    except VpopError as exc:
+        if isinstance(exc, UsageError):
+            _stderr(f"vchkpw: {exc.message}\n{_NOT_RUNNABLE}")
+        elif isinstance(exc, TemporaryFailure):
+            _stderr(f"vchkpw: {exc.message}")
+            if login is not None and login.log is not None and not isinstance(exc, ConfigError):
+                login.log.send(f"{login.log_name}: {exc.message} {login.who()}")
+        if login is not None and login.dovecot and login.lookup_only and exc.vpopmail_code == 3:
+            return 3  # Dovecot userdb lookup: user unknown
+        if settings is not None and settings.exit_codes == "vpopmail":
+            return exc.vpopmail_code
+        return exc.exit_code
+
+
+def _stderr(text: str) -> None:
+    try:
+        os.write(2, (text + "\n").encode("utf-8", "replace"))
+    except OSError:
+        pass  # stderr may be closed
