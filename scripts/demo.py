@@ -44,6 +44,35 @@ def _is_open(fd: int) -> bool:
         return False
 
 
+def demo_delivery(domain_dir: str, user_dir: str, env: dict) -> bool:
+    """A message for the user through vdelivermail, run as uid 89 as qmail-local runs it."""
+    from vpop.qmailenv import virtual_delivery_environ
+
+    message = (b"From: alice@example.org\nTo: postmaster@example.com\nSubject: demo\n\n"
+               b"Hello from the vpop demo.\n")
+    spool = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(domain_dir))), "message")
+    with open(spool, "wb") as handle:
+        handle.write(message)
+    os.chmod(spool, 0o644)
+    qenv = virtual_delivery_environ(f"{USER}@{DOMAIN}", domain_dir, "alice@example.org",
+                                    base={"PATH": env["PATH"], "VPOP_CONFIG": env["VPOP_CONFIG"]})
+    vdelivermail = f"{VENV_BIN}/vdelivermail"
+    print(f"\n$ {vdelivermail} '' bounce-no-mailbox < message   # as uid {UID}, qmail-local's environment")
+    with open(spool, "rb") as stdin:
+        done = subprocess.run([vdelivermail, "", "bounce-no-mailbox"], stdin=stdin, env=qenv, cwd=domain_dir,
+                              capture_output=True, text=True, timeout=30, user=UID, group=GID,
+                              extra_groups=[GID])
+    print(done.stdout + done.stderr, end="")
+    print(f"  exit {done.returncode}  (0: delivered)")
+    new = os.path.join(user_dir, "Maildir", "new")
+    names = os.listdir(new)
+    for name in names:
+        print(f"  {new}/{name}:")
+        with open(os.path.join(new, name), encoding="utf-8", errors="replace") as handle:
+            print("".join("    | " + line for line in handle))
+    return done.returncode == 0 and len(names) == 1
+
+
 def main() -> int:
     sandbox = tempfile.mkdtemp(prefix="vpop-demo-", dir="/tmp")
     os.chmod(sandbox, 0o755)
@@ -87,13 +116,15 @@ def main() -> int:
     print(bad.stdout + bad.stderr, end="")
     print(f"  exit {bad.returncode}  (1: refused, nothing exec'd)")
 
+    delivered = demo_delivery(domain_dir, record.dir, env)
+
     print("\nsyslog lines sent by vchkpw (facility mail):")
     while True:
         try:
             print("  " + syslog.recv(4096).decode(errors="replace"))
         except TimeoutError:
             break
-    ok = good.returncode == 0 and f"USER={USER}" in good.stdout and bad.returncode == 1
+    ok = good.returncode == 0 and f"USER={USER}" in good.stdout and bad.returncode == 1 and delivered
     print("\ndemo " + ("OK" if ok else "FAILED"))
     return 0 if ok else 1
 

@@ -279,10 +279,14 @@ def _import_environment(import_env: Mapping[str, str]) -> str:
     return " ".join(items)
 
 
-def _port_accepts(port: int) -> bool:
+def _greets(port: int, greeting: bytes) -> bool:
+    """True if a server on 127.0.0.1:port answers with a line starting with ``greeting``.
+
+    A bare TCP connect is not enough: another process may hold the port while Dovecot fails to bind.
+    """
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as conn:
+            return conn.makefile("rb").readline(200).startswith(greeting)
     except OSError:
         return False
 
@@ -323,6 +327,8 @@ def dovecot_factory() -> Iterator[Callable[..., dict[str, Any]]]:
             pop3_port = free_port()
             if pop3_port == imap_port:
                 continue
+            for stale in ("stdout", "dovecot.log"):  # from a previous attempt
+                (base / stale).unlink(missing_ok=True)
             conf = base / "dovecot.conf"
             conf.write_text(
                 _DOVECOT_CONF.format(
@@ -340,7 +346,7 @@ def dovecot_factory() -> Iterator[Callable[..., dict[str, Any]]]:
                 )
             deadline = time.monotonic() + 20
             while proc.poll() is None and time.monotonic() < deadline:
-                if _port_accepts(imap_port) and _port_accepts(pop3_port):
+                if _greets(imap_port, b"* OK") and _greets(pop3_port, b"+OK"):
                     break
                 time.sleep(0.02)
             if proc.poll() is None and time.monotonic() < deadline:

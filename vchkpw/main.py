@@ -297,7 +297,9 @@ def enter_user_dir(login: Login, record, domain) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; the only place where outcomes become exit codes."""
     argv = sys.argv if argv is None else argv
-    environ = dict(os.environ)
+    from vpop.environment import original_environ
+
+    environ = original_environ()
     settings = None
     login = None
     try:

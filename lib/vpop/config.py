@@ -72,6 +72,12 @@ _KEYS = {
     "mysql_limits": (_boolean, False),
     "mysql_connect_timeout": (_number, 2),
     "mysql_default_socket": (_path, "/run/mysqld/mysqld.sock"),
+    # vdelivermail
+    "valias": (_boolean, False),
+    "qmail_ext": (_boolean, False),
+    "quota_small_message_bytes": (_number, 1024),
+    "quota_warn_percent": (_number, 90),
+    "qmail_inject": (_path, None),
 }
 
 
@@ -98,6 +104,11 @@ class Settings:
     mysql_limits: bool
     mysql_connect_timeout: int
     mysql_default_socket: str
+    valias: bool
+    qmail_ext: bool
+    quota_small_message_bytes: int
+    quota_warn_percent: int
+    qmail_inject: str
 
     def __init__(self, values: dict | None = None, path: str = "") -> None:
         self.path = path
@@ -108,6 +119,8 @@ class Settings:
         etc = self.vpopmail_home + "/etc"
         if self.tcp_file is None:
             self.tcp_file = etc + "/tcp.smtp"
+        if self.qmail_inject is None:
+            self.qmail_inject = self.qmail_home + "/bin/qmail-inject"
         if self.mysql_credentials is None:
             self.mysql_credentials = etc + "/vpopmail.mysql"
 

@@ -28,6 +28,6 @@ def ip_alias_domain(settings, local_ip: str) -> str | None:
         parts = line.split()
         if len(parts) >= 2 and parts[0] == ip:
             domain = parts[1].lower()
-            locals_ = {entry.strip().lower() for entry in _read_lines(settings.qmail_home + "/control/locals")}
-            return None if domain in locals_ else domain
+            local_names = _read_lines(settings.qmail_home + "/control/locals")
+            return None if domain in {entry.strip().lower() for entry in local_names} else domain
     return None

@@ -21,8 +21,6 @@ Nothing here prints or exits; failures raise :mod:`vpop.errors` exceptions whose
 C program's (two lines joined by ``\\n`` where vdelivermail printed two).
 """
 
-from __future__ import annotations
-
 import errno
 import os
 import time
@@ -261,9 +259,7 @@ def _publish(tmp_path: str, new_dir: str, base: str, size: int) -> str:
             return new_path
         _unlink_quietly(tmp_path)  # vpopmail: "unlink failed ..." is printed but not fatal
         return new_path
-    raise TemporaryFailure(
-        f"rename failed {tmp_path} {new_path} errno = {errno.EEXIST}\n{SYSTEM_ERROR}"
-    )
+    raise TemporaryFailure(f"rename failed {tmp_path} {new_path} errno = {errno.EEXIST}\n{SYSTEM_ERROR}")
 
 
 def _rename_error(exc: OSError, tmp_path: str, new_path: str) -> Exception:

@@ -70,6 +70,10 @@ class Store:
     def open_relay(self, ip: str, now: int) -> None:
         raise NotImplementedError
 
+    def valias_lines(self, alias: str, domain: Domain) -> list[str]:
+        """Delivery lines of a valias (SQL stores with ``valias = yes``); none by default."""
+        return []
+
     def domain_limits(self, domain: Domain) -> dict | None:
         """The domain's limits (None: use the files)."""
         return None

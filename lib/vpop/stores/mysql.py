@@ -113,6 +113,11 @@ class MysqlStore(Store):
             tcp = self.settings.tcp_file
             tcprules.build(tcp, lines, tcp + ".cdb")
 
+    def valias_lines(self, alias: str, domain: Domain) -> list[str]:
+        rows = self.db.query("SELECT valias_line FROM valias WHERE alias = %s AND domain = %s",
+                             (alias, domain.real))
+        return [str(row[0]).rstrip("\r\n") for row in rows if row[0]]
+
     def domain_limits(self, domain: Domain) -> dict | None:
         if not self.settings.mysql_limits:
             return None

@@ -1,0 +1,315 @@
+"""The delivery engine behind vdelivermail: lines, Maildirs with quota, mboxes, programs, forwards.
+
+A *delivery line* is what a valias row, a user's ``.qmail`` line or the ``.qmail-default``
+instruction says: ``#comment``, ``|program``, a Maildir (``/`` or ``./`` ..., ending ``/``),
+an mbox file (``/`` or ``./`` ..., not ending ``/``) or an address (``&`` allowed).
+
+Nothing here prints or exits.  Informational lines for the delivery report go to
+``Delivery.report``; outcomes are exceptions of :mod:`vpop.errors`; a program that exits 99
+raises :class:`StopDelivery` ("delivered, ignore what follows").
+"""
+
+import os
+
+from vpop.bounce import LOOPING, OVER_QUOTA, message_text, read_message_file
+from vpop.errors import PermanentFailure, TemporaryFailure
+
+# Program exit codes qmail-local (and vdelivermail) treat as permanent failures.
+HARD_PROGRAM_EXITS = frozenset((64, 65, 70, 76, 77, 78, 100, 112))
+DELIVERED_TO = b"Delivered-To: "
+LOOP_HEADER_LIMIT = 1 << 20  # how much of the header section the loop check reads
+
+
+class StopDelivery(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """A program exited 99: the message counts as delivered and nothing more is done."""
+
+
+class Message:
+    """The queued message on a seekable descriptor (qmail-local gives a regular file)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        try:
+            os.lseek(fd, 0, os.SEEK_SET)
+        except OSError:
+            self.fd = _spool(fd)
+        self.size = os.fstat(self.fd).st_size
+
+    def header_lines(self):
+        """The header lines (with their line ends), up to the empty line."""
+        offset = 0
+        pending = b""
+        while offset < LOOP_HEADER_LIMIT:
+            chunk = os.pread(self.fd, 8192, offset)
+            if not chunk:
+                if pending:
+                    yield pending
+                return
+            offset += len(chunk)
+            pending += chunk
+            while True:
+                end = pending.find(b"\n")
+                if end < 0:
+                    break
+                line, pending = pending[:end + 1], pending[end + 1:]
+                if line in (b"\n", b"\r\n"):
+                    return
+                yield line
+
+    def rewind(self) -> None:
+        os.lseek(self.fd, 0, os.SEEK_SET)
+
+
+def _spool(fd: int) -> int:
+    """Copy a non-seekable stdin into an unnamed temporary file (vpopmail's make-seekable)."""
+    try:
+        spool = os.open("/tmp", os.O_TMPFILE | os.O_RDWR, 0o600)
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(spool, view):]
+        os.lseek(spool, 0, os.SEEK_SET)
+        return spool
+    except OSError as exc:
+        raise TemporaryFailure(f"Unable to read message: {exc.strerror}. (#4.3.0)") from None
+
+
+def is_looping(message: Message, address: str, dtline: str) -> bool:
+    """A ``Delivered-To: <address>`` line (case-insensitive) in DTLINE or the header."""
+    wanted = (DELIVERED_TO.decode() + address).lower().encode("utf-8", "surrogateescape")
+    if dtline.rstrip("\n").lower().encode("utf-8", "surrogateescape") == wanted:
+        return True
+    for line in message.header_lines():
+        if line.rstrip(b"\r\n").lower() == wanted:
+            return True
+    return False
+
+
+class Delivery:
+    """One run of vdelivermail for one recipient."""
+
+    def __init__(self, settings, environ: dict, message: Message, user: str, domain) -> None:
+        self.settings = settings
+        self.environ = environ
+        self.message = message
+        self.user = user
+        self.domain = domain
+        self.report: list[str] = []
+        self.address = f"{user}@{domain.real}"
+
+    # ----------------------------------------------------------------- headers
+    def return_path(self) -> bytes:
+        rpline = self.environ.get("RPLINE")
+        if rpline is None:
+            sender = self.environ.get("SENDER")
+            if sender is None:
+                return b""
+            rpline = f"Return-Path: <{sender}>\n"
+        return rpline.encode("utf-8", "surrogateescape")
+
+    def delivered_to(self, address: str) -> bytes:
+        return (DELIVERED_TO.decode() + address + "\n").encode("utf-8", "surrogateescape")
+
+    # ----------------------------------------------------------------- lines
+    def deliver_line(self, line: str, base_dir: str, quota: str = "", own_maildir: bool = False) -> None:
+        """Carry out one delivery line; relative paths are relative to ``base_dir``."""
+        if line.startswith("#"):
+            return
+        if is_looping(self.message, line, self.environ.get("DTLINE", "")):
+            raise PermanentFailure(LOOPING)
+        if line.startswith("|"):
+            self.run_program(line.lstrip(" |"), base_dir)
+        elif line.startswith(("/", ".")):
+            path = line if line.startswith("/") else os.path.join(base_dir, line)
+            if _unsafe_path(path):
+                raise PermanentFailure(f"refusing delivery to {line}")
+            if line.endswith("/"):
+                self.deliver_maildir(path, quota, own_maildir)
+            else:
+                self.deliver_mbox(path)
+        else:
+            self.forward(line[1:] if line.startswith("&") else line)
+
+    def dot_qmail(self, user_dir: str, ext: str = "") -> bool:
+        """The user's own ``.qmail`` (with qmail_ext: ``.qmail-EXT``, the ``-default`` chain).
+
+        Returns False when there is no such file or it is empty (deliver to the Maildir).
+        Lines run in order; blank lines are skipped, trailing blanks stripped (as qmail-local).
+        """
+        names = []
+        if ext:
+            names.append(".qmail-" + ext)
+            parts = ext.split("-")
+            for i in range(len(parts) - 1, -1, -1):
+                names.append(".qmail-" + "".join(p + "-" for p in parts[:i]) + "default")
+        names.append(".qmail")
+        for name in names:
+            try:
+                with open(os.path.join(user_dir, name), "rb") as handle:
+                    data = handle.read(1 << 20)
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                continue
+            except OSError as exc:
+                raise TemporaryFailure(f"Unable to open {name}: {exc.strerror}. (#4.3.0)") from None
+            lines = [line.rstrip(" \t\r") for line in data.decode("utf-8", "surrogateescape").split("\n")]
+            lines = [line for line in lines if line]
+            if not lines:
+                return False
+            for line in lines:
+                self.deliver_line(line, user_dir)
+            return True
+        return False
+
+    # ----------------------------------------------------------------- Maildir
+    def deliver_maildir(self, maildir: str, quota: str = "", own_maildir: bool = False) -> str:
+        """Maildir delivery with Maildir++ quota; returns the new file's path."""
+        from vpop import maildir as md
+        from vpop import quota as mq
+
+        if not quota:
+            info = mq.read_maildirsize(mq.quota_root(maildir))
+            quota = info[0] if info is not None else ""
+        quota = mq.normalize_quota(quota) if quota and not quota.startswith("NO") else ""
+        if quota:
+            over, percent = mq.check(maildir, quota, self.message.size, 1,
+                                     self.settings.quota_small_message_bytes)
+            if over:
+                text = message_text(self.domain.dir, self.settings.domains_path, ".over-quota.msg",
+                                    OVER_QUOTA)
+                self.quota_warning(maildir)
+                raise PermanentFailure(text + "\n")
+            if percent >= self.settings.quota_warn_percent:
+                self.quota_warning(maildir)
+        recipient = self.address if own_maildir else (md.maildir_to_email(maildir) or self.address)
+        headers = self.return_path() + self.delivered_to(recipient)
+        path = md.deliver(maildir, headers, self.message.fd)
+        if quota:
+            mq.add_usage(maildir, quota, os.stat(path).st_size, 1)
+        return path
+
+    def quota_warning(self, maildir: str) -> None:
+        """Deliver ``.quotawarn.msg`` once a day (vpopmail's ``deliver_quota_warning``)."""
+        import time
+
+        from vpop import maildir as md
+        from vpop import quota as mq
+
+        text = read_message_file(self.domain.dir, self.settings.domains_path, ".quotawarn.msg")
+        if text is None or not mq.claim_warning(maildir):
+            return
+        date = time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime())
+        recipient = md.maildir_to_email(maildir) or self.address
+        headers = self.delivered_to(recipient) + f"Date: {date}\n".encode()
+        read_end, write_end = os.pipe()
+        try:
+            os.write(write_end, text[:60000])
+            os.close(write_end)
+            write_end = -1
+            md.deliver(maildir, headers, read_end)
+        finally:
+            os.close(read_end)
+            if write_end >= 0:
+                os.close(write_end)
+
+    # ----------------------------------------------------------------- mbox
+    def deliver_mbox(self, path: str) -> None:
+        from vpop.mbox import deliver_mbox
+
+        headers = self.return_path() + self.delivered_to(self.address)
+        deliver_mbox(path, self.environ.get("SENDER", ""), headers, self.message.fd)
+
+    # ----------------------------------------------------------------- programs
+    def run_program(self, command: str, cwd: str) -> None:
+        """``/bin/sh -c command`` with the message on stdin; exit codes as qmail-local maps them."""
+        env = dict(self.environ)
+        env["SHELL"] = "/bin/sh"
+        self.message.rewind()
+        try:
+            pid = os.posix_spawn("/bin/sh", ["/bin/sh", "-c", command], env,
+                                 file_actions=[(os.POSIX_SPAWN_DUP2, self.message.fd, 0)],
+                                 setsigdef=(13,))
+        except OSError as exc:
+            raise TemporaryFailure(f"Unable to fork: {exc.errno}.") from None
+        finally:
+            pass
+        status = _wait(pid)
+        if os.WIFSIGNALED(status):
+            raise TemporaryFailure("Aack, child crashed. (#4.3.0)")
+        code = os.waitstatus_to_exitcode(status)
+        if code == 0:
+            return
+        if code == 99:
+            raise StopDelivery()
+        if code in HARD_PROGRAM_EXITS:
+            raise PermanentFailure("")
+        raise TemporaryFailure("")
+
+    # ----------------------------------------------------------------- forwards
+    def forward(self, address: str) -> None:
+        """Re-inject the message to ``address`` through qmail-inject."""
+        if not address or address.startswith("-") or any(c in address for c in "\0\n\r"):
+            raise PermanentFailure(f"refusing to forward to {address!r}")
+        dtline = self.environ.get("DTLINE", "")
+        if len(dtline) >= 15:
+            header = self.delivered_to(f"{self.user}@{self.environ.get('HOST', self.domain.name)}")
+        else:
+            header = self.delivered_to(address)
+        inject = self.settings.qmail_inject
+        read_end, write_end = os.pipe()
+        try:
+            pid = os.posix_spawn(inject, [inject, "--", address], self.environ,
+                                 file_actions=[(os.POSIX_SPAWN_DUP2, read_end, 0),
+                                               (os.POSIX_SPAWN_CLOSE, write_end)],
+                                 setsigdef=(13,))
+        except OSError:
+            os.close(read_end)
+            os.close(write_end)
+            raise TemporaryFailure("Unable to launch qmail-inject.") from None
+        os.close(read_end)
+        failed = None
+        try:
+            _write_all(write_end, self.return_path() + header)
+            offset = 0
+            while True:
+                chunk = os.pread(self.message.fd, 65536, offset)
+                if not chunk:
+                    break
+                offset += len(chunk)
+                _write_all(write_end, chunk)
+        except OSError as exc:
+            failed = exc
+        finally:
+            os.close(write_end)
+        status = _wait(pid)
+        if failed is not None:
+            raise TemporaryFailure(f"write to qmail-inject failed: {failed.errno}\n"
+                                   "system error calling qmail-inject")
+        if os.WIFSIGNALED(status):
+            raise TemporaryFailure("system error calling qmail-inject")
+        code = os.waitstatus_to_exitcode(status)
+        if code == 0:
+            return
+        if code == 100:
+            raise PermanentFailure("system error calling qmail-inject")
+        raise TemporaryFailure("system error calling qmail-inject")
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _wait(pid: int) -> int:
+    while True:
+        try:
+            return os.waitpid(pid, 0)[1]
+        except InterruptedError:
+            continue
+
+
+def _unsafe_path(path: str) -> bool:
+    return "\0" in path or "/../" in path + "/" or any(ord(c) < 32 for c in path)

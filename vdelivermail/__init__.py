@@ -1,0 +1,1 @@
+"""vdelivermail: delivery for vpopmail virtual domains from .qmail-default."""

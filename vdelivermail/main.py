@@ -1,0 +1,173 @@
+"""vdelivermail: delivery for a vpopmail domain, run by qmail-local from ``.qmail-default``.
+
+``| vdelivermail '' bounce-no-mailbox``: qmail-local's environment and the message on
+stdin in, a delivery and an exit code out (0 delivered, 99 delivered and stop, 100 bounce,
+111 try again).  Protocol only; the delivery engine is :mod:`vpop.delivery`.  Every doubt is
+a 111: a store that cannot answer never turns into "no such user".
+"""
+
+import os
+import sys
+
+from vpop.errors import PermanentFailure, TemporaryFailure, VpopError
+
+INVALID_SYNTAX = "vdelivermail: invalid syntax in .qmail-default file"
+BOUNCE_MAIL = 0x10
+
+
+def _out(text: str) -> None:
+    try:
+        os.write(1, text.encode("utf-8", "replace"))
+    except OSError:
+        pass
+
+
+def run(argv: list[str], environ: dict) -> int:
+    """One delivery; returns the exit code or raises a VpopError."""
+    from vpop import assign
+    from vpop.bounce import DATABASE_DOWN, LOOPING
+    from vpop.config import load_settings
+    from vpop.delivery import Delivery, Message, StopDelivery, is_looping
+    from vpop.names import valid_domain, valid_user
+
+    if len(argv) != 3:
+        raise TemporaryFailure(INVALID_SYNTAX)
+    settings = load_settings(environ)
+    if "EXT" not in environ:
+        raise PermanentFailure("vdelivermail: no EXT environment varilable")
+    if "HOST" not in environ:
+        raise PermanentFailure("vdelivermail: no HOST environment varilable")
+    user = environ["EXT"].lower()
+    domain_name = environ["HOST"].lower()
+    if not valid_user(user):
+        raise PermanentFailure("invalid username")
+    if not valid_domain(domain_name) or not domain_name:
+        raise PermanentFailure("invalid domain name")
+    user_ext, ext = user, ""
+    if settings.qmail_ext and "-" in user:
+        user_ext, _, ext = user.partition("-")
+        ext = ext.replace(".", ":")
+
+    domain = assign.lookup(settings.qmail_home, domain_name)
+    if domain is None:
+        raise TemporaryFailure(f"vdelivermail: domain {domain_name} is not in users/assign")
+    message = Message(0)
+    delivery = Delivery(settings, environ, message, user, domain)
+    if is_looping(message, f"{user}@{domain.real}", environ.get("DTLINE", "")):
+        raise PermanentFailure(LOOPING)
+
+    from vpop.stores import open_store
+
+    try:
+        store = open_store(settings)
+        try:
+            if settings.valias and deliver_valias(delivery, store, user, domain, user_ext):
+                _out("vdelivermail: valiases processed\n")
+                return 0
+            record = store.get_user(user, domain)
+            if record is None and user_ext != user:
+                record = store.get_user(user_ext, domain)
+                delivery.user = user_ext
+                delivery.address = f"{user_ext}@{domain.real}"
+            if record is None:
+                return user_not_found(delivery, argv[2])
+            return check_user(delivery, store, record, ext)
+        except StopDelivery:
+            return 99
+        finally:
+            store.close()
+    except TemporaryFailure as exc:
+        if exc.message.startswith("database"):
+            raise TemporaryFailure(DATABASE_DOWN) from None
+        raise
+
+
+def deliver_valias(delivery, store, user: str, domain, user_ext: str) -> bool:
+    """valias rows for the user, else the ``prefix-default`` wildcard (sets DEFAULT)."""
+    rows = store.valias_lines(user, domain)
+    if not rows:
+        parts = user.split("-")
+        for i in range(len(parts) - 1, 0, -1):
+            rows = store.valias_lines("-".join(parts[:i]) + "-default", domain)
+            if rows:
+                delivery.environ["DEFAULT"] = "-".join(parts[i:])
+                break
+    if not rows and user_ext != user:
+        rows = store.valias_lines(user_ext, domain)
+    for row in rows:
+        delivery.deliver_line(row, domain.dir)
+    return bool(rows)
+
+
+def check_user(delivery, store, record, ext: str) -> int:
+    """A known user: locked?  directory?  own .qmail?  else the Maildir with the quota."""
+    from vpop import dirs
+
+    domain = delivery.domain
+    if record.gid & BOUNCE_MAIL:
+        raise PermanentFailure(f"vdelivermail: account is locked email bounced {record.name}@{domain.real}")
+    uid = domain.uid if os.geteuid() == 0 else None
+    if not record.dir:
+        try:
+            path = dirs.make_user_dir(domain.dir, record.name, uid, domain.gid)
+            store.set_user_dir(record, domain, path)
+        except TemporaryFailure:
+            raise TemporaryFailure("Auto creation of maildir failed. (#5.9.8)") from None
+    elif not os.path.isdir(record.dir):
+        try:
+            dirs.remake_user_dir(domain.dir, record.dir, uid, domain.gid)
+        except TemporaryFailure:
+            raise TemporaryFailure("Auto re-creation of maildir failed. (#5.9.9)") from None
+    if delivery.dot_qmail(record.dir, ext):
+        return 0
+    delivery.deliver_maildir(record.dir + "/Maildir/", record.shell, own_maildir=True)
+    return 0
+
+
+def user_not_found(delivery, instruction: str) -> int:
+    """The ``.qmail-default`` instruction for an unknown user."""
+    from vpop.bounce import NO_USER, message_text
+
+    settings = delivery.settings
+    domain = delivery.domain
+    if instruction == "delete":
+        return 0
+    if instruction == "bounce-no-mailbox":
+        raise PermanentFailure(message_text(domain.dir, settings.domains_path, ".no-user.msg", NO_USER))
+    if instruction.startswith("/"):
+        return deliver_to_path(delivery, instruction)
+    delivery.deliver_line(instruction, domain.dir)
+    return 0
+
+
+def deliver_to_path(delivery, path: str) -> int:
+    """A path instruction: a Maildir (used as is), a directory holding one, or an mbox file."""
+    if path.endswith("/") or os.path.isdir(path):
+        directory = path.rstrip("/") + "/"
+        _out(f"user does not exist, but will deliver to {directory}\n")
+        if all(os.path.isdir(directory + sub) for sub in ("new", "cur", "tmp")):
+            delivery.deliver_maildir(directory)  # a Maildir itself: not .../Maildir/Maildir/
+            return 0
+        if delivery.dot_qmail(directory.rstrip("/")):
+            return 0
+        delivery.deliver_maildir(directory + "Maildir/")
+        return 0
+    _out(f"user does not exist, but will deliver to {path}\n")
+    delivery.deliver_mbox(path)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; the only place where outcomes become exit codes."""
+    from vpop.environment import original_environ
+
+    argv = sys.argv if argv is None else argv
+    try:
+        return run(argv, original_environ())
+    except VpopError as exc:
+        if exc.message:
+            _out(exc.message if exc.message.endswith("\n") else exc.message + "\n")
+        return exc.exit_code
+    except Exception as exc:  # anything unforeseen on the way: defer, never lose the message
+        _out(f"vdelivermail: temporary error: {exc}\n")
+        return 111
