@@ -51,23 +51,68 @@ def median_of(runs: int, argv: list[str], env: dict, **kw) -> float:
     return statistics.median(spawn_time(argv, env, **kw) for _ in range(runs))
 
 
-def cdb_sandbox() -> tuple[str, dict]:
-    """A vpopmail tree with one MD5-crypt user on the CDB store; returns (config, login env)."""
+def sandbox(store: str = "cdb", mysql: dict | None = None) -> tuple[str, str, str]:
+    """A vpopmail tree with one MD5-crypt user; returns (config, sandbox dir, domain dir)."""
     from vpop import admin
     from vpop.config import load_settings
 
-    sandbox = tempfile.mkdtemp(prefix="vpop-bench-", dir="/tmp")
-    os.chmod(sandbox, 0o755)
-    config = f"{sandbox}/vpop.conf"
-    with open(config, "w") as handle:
-        handle.write(f"vpopmail_home = {sandbox}/vpopmail\nqmail_home = {sandbox}/qmail\nstore = cdb\n"
-                     f"syslog_socket = {sandbox}/no-syslog\n")
+    base = tempfile.mkdtemp(prefix=f"vpop-bench-{store}-", dir="/tmp")
+    os.chmod(base, 0o755)
+    config = f"{base}/vpop.conf"
     for path in ("vpopmail/etc", "vpopmail/domains", "qmail/users", "qmail/control"):
-        os.makedirs(f"{sandbox}/{path}")
+        os.makedirs(f"{base}/{path}")
+    with open(config, "w") as handle:
+        handle.write(f"vpopmail_home = {base}/vpopmail\nqmail_home = {base}/qmail\nstore = {store}\n"
+                     f"syslog_socket = {base}/no-syslog\n")
+    if mysql is not None:
+        with open(f"{base}/vpopmail/etc/vpopmail.mysql", "w") as handle:
+            handle.write(f"localhost|{mysql['unix_socket']}|{mysql['user']}|{mysql['password']}|"
+                         f"{mysql['database']}\n")
     settings = load_settings({"VPOP_CONFIG": config})
-    admin.add_domain(settings, "example.com", 89, 89)
+    domain_dir = admin.add_domain(settings, "example.com", 89, 89)
     admin.add_user(settings, "example.com", "bob", "secret", hash_method="md5")
-    return config, sandbox
+    return config, base, domain_dir
+
+
+def measure_store(runs: int, floor: float, store: str, budgets: tuple[float, float],
+                  mysql: dict | None = None) -> None:
+    """A login through vchkpw and a 4 KB delivery through vdelivermail on one store."""
+    from vpop.qmailenv import virtual_delivery_environ
+
+    config, base, domain_dir = sandbox(store, mysql)
+    login_env = {"PATH": "/usr/bin:/bin", "VPOP_CONFIG": config, "TCPLOCALPORT": "110",
+                 "TCPREMOTEIP": "192.0.2.10"}
+    fd3 = b"bob@example.com\0secret\0<1.2@bench>\0"
+    seconds = median_of(runs, [f"{VENV_BIN}/vchkpw", "/bin/true"], login_env, fd3=fd3)
+    report(f"vchkpw login, {store} store, MD5-crypt", seconds, floor, budgets[0])
+
+    message = f"{base}/message"
+    with open(message, "wb") as handle:
+        handle.write(b"From: a@example.org\nTo: bob@example.com\nSubject: bench\n\n" + b"x" * 4000 + b"\n")
+    env = virtual_delivery_environ("bob@example.com", domain_dir, "a@example.org",
+                                   base={"PATH": "/usr/bin:/bin", "VPOP_CONFIG": config})
+    argv = [f"{VENV_BIN}/vdelivermail", "", "bounce-no-mailbox"]
+    seconds = median_of(runs, argv, env, stdin_path=message)
+    report(f"vdelivermail 4 KB, {store} store", seconds, floor, budgets[1])
+
+
+def mysql_database(server: dict) -> dict:
+    """A database, a user and the vpopmail schema on the private server."""
+    import pymysql
+
+    root = pymysql.connect(unix_socket=server["unix_socket"], user="root", autocommit=True)
+    with root.cursor() as cur:
+        cur.execute("CREATE DATABASE vpopmail")
+        cur.execute("CREATE USER 'vpopmail'@'localhost' IDENTIFIED BY 'bench-pw'")
+        cur.execute("GRANT ALL ON vpopmail.* TO 'vpopmail'@'localhost'")
+        cur.execute("USE vpopmail")
+        with open(os.path.join(ROOT, "conf/schema/vpopmail.sql")) as handle:
+            text = "\n".join(line.split("--", 1)[0] for line in handle)
+        for statement in text.split(";"):
+            if statement.strip():
+                cur.execute(statement)
+    root.close()
+    return dict(server, user="vpopmail", password="bench-pw", database="vpopmail")
 
 
 def report(name: str, seconds: float, floor: float, budget: float | None) -> None:
@@ -86,12 +131,12 @@ def main() -> int:
     floor = median_of(args.runs, [PYTHON, "-I", "-c", "pass"], env)
     print(f"floor: {PYTHON} -I -c pass: {floor * 1000:.2f} ms (median of {args.runs})")
 
-    config, sandbox = cdb_sandbox()
-    login_env = {"PATH": "/usr/bin:/bin", "VPOP_CONFIG": config, "TCPLOCALPORT": "110",
-                 "TCPREMOTEIP": "192.0.2.10"}
-    fd3 = b"bob@example.com\0secret\0<1.2@bench>\0"
-    seconds = median_of(args.runs, [f"{VENV_BIN}/vchkpw", "/bin/true"], login_env, fd3=fd3)
-    report("vchkpw login, CDB store, MD5-crypt", seconds, floor, 1.6)
+    measure_store(args.runs, floor, "cdb", (1.6, 1.8))
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    from servers import private_mariadb
+
+    with private_mariadb() as server:
+        measure_store(args.runs, floor, "mysql", (5.0, 5.0), mysql_database(server))
     return 0
 
 

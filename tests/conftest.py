@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -21,6 +20,8 @@ from typing import Any
 import pymysql
 import pytest
 from helpers import die_with_parent, free_port, remove_tree, shared_tmpdir
+from servers import private_mariadb, read_text
+from servers import stop as stop_server
 
 # Where Debian puts the server binaries; added in case the test run's PATH lacks the sbin dirs.
 _SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -33,107 +34,16 @@ def _tool(name: str) -> str:
     return path
 
 
-def _stop(proc: subprocess.Popen[bytes], timeout: float) -> None:
-    """SIGTERM, then SIGKILL to the whole process group (servers run in their own session)."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")
-    except OSError:
-        return ""
-
-
 # --------------------------------------------------------------------------------------------------
 # MariaDB
 
 
-def _start_mariadbd(mariadbd: str, base: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """Start mariadbd on a random port; retry with another port if that one was taken meanwhile."""
-    sock, err_log = base / "mysqld.sock", base / "mysqld.err"
-    for _attempt in range(5):
-        port = free_port()
-        out_path = base / "mysqld.stdout"
-        with open(out_path, "wb") as out:  # messages printed before --log-error is opened
-            proc = subprocess.Popen(
-                [
-                    mariadbd, "--no-defaults", "--user=root",
-                    f"--datadir={base / 'data'}", f"--socket={sock}",
-                    f"--port={port}", "--bind-address=127.0.0.1", "--skip-name-resolve",
-                    f"--pid-file={base / 'mysqld.pid'}", f"--log-error={err_log}", f"--tmpdir={base}",
-                    "--innodb-log-file-size=8M",
-                    "--innodb-flush-log-at-trx-commit=0", "--skip-innodb-doublewrite",
-                    "--character-set-server=utf8mb4", "--collation-server=utf8mb4_general_ci",
-                ],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=die_with_parent(),
-            )
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                text = _read(err_log) + _read(out_path)
-                if "Address already in use" in text:
-                    break  # next attempt, new port
-                raise RuntimeError(f"mariadbd exited with {proc.returncode}:\n{text}")
-            try:
-                pymysql.connect(unix_socket=str(sock), user="root", password="", connect_timeout=2).close()
-                return proc, port
-            except pymysql.err.OperationalError:
-                if time.monotonic() > deadline:
-                    _stop(proc, 10)
-                    raise RuntimeError(f"mariadbd not ready after 60 s:\n{_read(err_log)}") from None
-                time.sleep(0.05)
-    raise RuntimeError("mariadbd: could not find a free port")
-
-
 @pytest.fixture(scope="session")
 def mariadb() -> Iterator[dict[str, Any]]:
-    """A private MariaDB server for the session (root with an empty password, socket and TCP).
-
-    Yields host, port, unix_socket, user ("root"), password (""), proc (the mariadbd Popen) and
-    base (its directory).  Stopped with SIGTERM and removed at session end.
-    """
-    install_db, mariadbd = _tool("mariadb-install-db"), _tool("mariadbd")
-    # Short path: the socket path must stay below 108 bytes.
-    base = Path(tempfile.mkdtemp(prefix="mdb-", dir="/tmp"))
-    try:
-        done = subprocess.run(
-            [
-                install_db, "--no-defaults", "--auth-root-authentication-method=normal", "--skip-test-db",
-                "--user=root", f"--datadir={base / 'data'}", "--innodb-log-file-size=8M",
-            ],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        )
-        if done.returncode != 0:
-            text = done.stdout.decode(errors="replace")
-            raise RuntimeError(f"mariadb-install-db exited {done.returncode}:\n{text}")
-        proc, port = _start_mariadbd(mariadbd, base)
-    except BaseException:
-        remove_tree(base)
-        raise
-    try:
-        yield {
-            "host": "127.0.0.1",
-            "port": port,
-            "unix_socket": str(base / "mysqld.sock"),
-            "user": "root",
-            "password": "",
-            "proc": proc,
-            "base": base,
-        }
-    finally:
-        _stop(proc, 30)
-        remove_tree(base)
+    """A private MariaDB server for the session (see servers.private_mariadb)."""
+    _tool("mariadbd")
+    with private_mariadb() as info:
+        yield info
 
 
 def _root_connect(mariadb: Mapping[str, Any]) -> pymysql.connections.Connection:
@@ -351,8 +261,8 @@ def dovecot_factory() -> Iterator[Callable[..., dict[str, Any]]]:
                 time.sleep(0.02)
             if proc.poll() is None and time.monotonic() < deadline:
                 break
-            _stop(proc, 5)
-            text = _read(out_path) + _read(base / "dovecot.log")
+            stop_server(proc, 5)
+            text = read_text(out_path) + read_text(base / "dovecot.log")
             if "Address already in use" not in text:
                 remove_tree(base)
                 raise RuntimeError(f"dovecot did not start (exit {proc.returncode}):\n{text}")
@@ -361,7 +271,7 @@ def dovecot_factory() -> Iterator[Callable[..., dict[str, Any]]]:
             raise RuntimeError("dovecot: could not find free ports")
 
         def stop() -> None:
-            _stop(proc, 20)
+            stop_server(proc, 20)
 
         started.append((stop, base))
         return {

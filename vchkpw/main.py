@@ -20,6 +20,7 @@ _PORTS = {
 _DOVECOT_SERVICES = {"imap": IMAP, "pop3": POP, "smtp": SMTP, "submission": SMTP, "lmtp": SMTP}
 _DENIED_BIT = {POP: 0x02, WEBMAIL: 0x04, IMAP: 0x08, SMTP: 0x800}
 _NO_RELAY = 0x20
+ACCOUNT_STORES = ("qmail-mysql", "vmail-sql")
 _NOT_RUNNABLE = ("vchkpw is only for talking with qmail-popup and qmail-pop3d. "
                  "It is not for runnning on the command line.")
 
@@ -108,7 +109,7 @@ class Login:
 def authenticate(login: Login, settings, data: bytes) -> None:
     """Decide the login; on success set up the environment and exec (never returns)."""
     from vpop import assign, passwords
-    from vpop.names import sanitize_env_value, split_login, valid_domain, valid_user
+    from vpop.names import split_login, valid_domain, valid_user
 
     raw_login, password, challenge = split_fd3(data)
     text_login = raw_login.decode("utf-8", "replace")
@@ -120,6 +121,9 @@ def authenticate(login: Login, settings, data: bytes) -> None:
         login.say(vlog.PASSWD, f"null password given {text_login}:{login.ip}")
         raise AuthFailure("null password", 13)
 
+    if settings.store in ACCOUNT_STORES:
+        authenticate_account(login, settings, text_login, password, challenge)
+        return
     user, domain_name = split_login(text_login)
     if not domain_name:
         domain_name = default_domain(login.environ, settings)
@@ -163,7 +167,58 @@ def authenticate(login: Login, settings, data: bytes) -> None:
         login.say(vlog.AUTH, f"({auth_type}) login success {login.who()}")
         after_login(login, settings, store, record, domain, flags)
     store.close()
-    start_session(login, record, domain, sanitize_env_value)
+    ident = Identity(record.name, domain.uid, domain.gid, record.dir, domain)
+    start_session(login, ident, f"{record.name}@{domain.name}")
+
+
+def authenticate_account(login: Login, settings, text_login: str, password: bytes, challenge: bytes) -> None:
+    """Logins of the account-based stores (qmail-mysql ``mailbox``, vmail-sql ``popbox``)."""
+    from vpop.stores import open_store
+
+    store = open_store(settings, login.log)
+    name = text_login.lower()
+    login.user, _, login.domain_name = name.partition("@")
+    if not name or any(ord(c) < 33 or c in "/\\" for c in name):
+        login.say(vlog.PASSWD, f"invalid user/domain characters {name}:{login.ip}")
+        raise AuthFailure("invalid characters", 20)
+    account = store.find_account(name)
+    if account is None:
+        login.say(vlog.LOGON, f"vpopmail user not found {login.who()}")
+        raise AuthFailure("no such user", 3)
+    if account.problem:
+        login.say(vlog.INTERNAL, f"{account.problem} {login.who()}")
+        raise AuthFailure(account.problem, 3)
+    if login.lookup_only:
+        auth_type = "LOOKUP"
+    else:
+        auth_type = store.verify(account, password, challenge, login.service)
+        if auth_type is None:
+            if login.log is not None and login.log.with_passwords:
+                shown = password.decode("utf-8", "replace")
+                login.say(vlog.PASSWD, f"password fail (pass: '{shown}') {login.who()}")
+            else:
+                login.say(vlog.PASSWD, f"password fail {login.who()}")
+            raise AuthFailure("wrong password", 3)
+    if account.suspended:
+        login.say(vlog.ACCESS, f"suspended account refused {login.who()}")
+        raise AuthFailure("suspended", 1)
+    if not login.lookup_only:
+        login.say(vlog.AUTH, f"({auth_type}) login success {login.who()}")
+    store.close()
+    if account.mailbox:
+        login.environ["MAIL"] = account.mailbox
+    start_session(login, Identity(account.name, account.uid, account.gid, account.home, None), account.name)
+
+
+class Identity:
+    """Whom the session runs as: name, uid, gid, home; ``domain`` for re-creating a vpopmail dir."""
+
+    def __init__(self, name: str, uid: int, gid: int, home: str, domain) -> None:
+        self.name = name
+        self.uid = uid
+        self.gid = gid
+        self.home = home
+        self.domain = domain
 
 
 def default_domain(environ: dict, settings) -> str:
@@ -237,39 +292,40 @@ def after_login(login: Login, settings, store, record, domain, flags: int) -> No
             login.say(vlog.INTERNAL, f"relay not opened {login.who()}: {exc}")
 
 
-def start_session(login: Login, record, domain, sanitize) -> None:
+def start_session(login: Login, ident: Identity, full_name: str) -> None:
     """Drop privileges, chdir, set the environment and exec argv[1..]."""
     env = login.environ
     is_root = os.geteuid() == 0
     if is_root and login.service != SMTP and not login.dovecot:
         try:
-            os.setgroups([domain.gid])
-            os.setgid(domain.gid)
+            os.setgroups([ident.gid])
+            os.setgid(ident.gid)
         except OSError as exc:
-            login.say(vlog.INTERNAL, f"setgid {domain.gid} failed errno {exc.errno} {login.who()}")
+            login.say(vlog.INTERNAL, f"setgid {ident.gid} failed errno {exc.errno} {login.who()}")
             raise TemporaryFailure("setgid failed", 4) from None
         try:
-            os.setuid(domain.uid)
+            os.setuid(ident.uid)
         except OSError as exc:
-            login.say(vlog.INTERNAL, f"setuid {domain.uid} failed errno {exc.errno} {login.who()}")
+            login.say(vlog.INTERNAL, f"setuid {ident.uid} failed errno {exc.errno} {login.who()}")
             raise TemporaryFailure("setuid failed", 5) from None
     if login.service != SMTP or login.dovecot:
-        enter_user_dir(login, record, domain)
+        enter_home(login, ident)
 
-    env["HOME"] = record.dir
+    env["HOME"] = ident.home
     env["SHELL"] = "NOLOGIN"
-    env["VPOPUSER"] = login.raw_login.lower()
+    if ident.domain is not None:
+        env["VPOPUSER"] = login.raw_login.lower()
     if login.dovecot:
         # Dovecot renames the session to USER: keep the full address it asked about.
-        env["USER"] = login.raw_login if "@" in login.raw_login else f"{record.name}@{domain.name}"
-        env["userdb_uid"] = str(domain.uid)
-        env["userdb_gid"] = str(domain.gid)
+        env["USER"] = login.raw_login if "@" in login.raw_login else full_name
+        env["userdb_uid"] = str(ident.uid)
+        env["userdb_gid"] = str(ident.gid)
         extra = env.get("EXTRA", "").split()
         env["EXTRA"] = " ".join(extra + [n for n in ("userdb_uid", "userdb_gid") if n not in extra])
         if login.lookup_only:
             env["AUTHORIZED"] = "2"
     else:
-        env["USER"] = record.name
+        env["USER"] = ident.name
     try:
         os.execvpe(login.argv[1], login.argv[1:], env)
     except OSError as exc:
@@ -277,20 +333,24 @@ def start_session(login: Login, record, domain, sanitize) -> None:
         raise TemporaryFailure(f"cannot run {login.argv[1]}: {exc.strerror}") from None
 
 
-def enter_user_dir(login: Login, record, domain) -> None:
+def enter_home(login: Login, ident: Identity) -> None:
+    """chdir to the home; a vanished vpopmail user directory is re-created first."""
     try:
-        os.chdir(record.dir)
+        os.chdir(ident.home)
         return
-    except OSError:
-        pass
+    except OSError as exc:
+        if ident.domain is None:
+            login.say(vlog.INTERNAL, f"chdir failed errno {exc.errno} {ident.home} {login.who()}")
+            raise TemporaryFailure("cannot enter the home directory", 6) from None
     from vpop.dirs import remake_user_dir
 
+    domain = ident.domain
     try:
-        remake_user_dir(domain.dir, record.dir, domain.uid if os.geteuid() == 0 else None, domain.gid)
-        os.chdir(record.dir)
+        remake_user_dir(domain.dir, ident.home, domain.uid if os.geteuid() == 0 else None, domain.gid)
+        os.chdir(ident.home)
     except (TemporaryFailure, OSError) as exc:
         errno = getattr(exc, "errno", 0)
-        login.say(vlog.INTERNAL, f"autocreate dir errno {errno} {record.dir} {login.who()}")
+        login.say(vlog.INTERNAL, f"autocreate dir errno {errno} {ident.home} {login.who()}")
         raise TemporaryFailure("cannot enter the user directory", 6) from None
 
 

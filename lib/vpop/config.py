@@ -14,7 +14,7 @@ DEFAULT_PATH = "/etc/vpop/vpop.conf"
 
 _BOOL = {"yes": True, "no": False}
 _LOGGING_LEVELS = ("n", "e", "y", "p", "v")
-_STORES = ("cdb", "mysql")
+_STORES = ("cdb", "mysql", "qmail-mysql", "vmail-sql")
 _EXIT_CODES = ("checkpassword", "vpopmail")
 
 
@@ -78,6 +78,14 @@ _KEYS = {
     "quota_small_message_bytes": (_number, 1024),
     "quota_warn_percent": (_number, 90),
     "qmail_inject": (_path, None),
+    # qmail-mysql
+    "sqlserver": (_path, None),
+    "sqlserver_world_readable": (_choice("warn", "refuse"), "warn"),
+    "getpw_system_users": (_boolean, True),
+    "rcpthosts_manual": (_path, None),
+    "virtual_prefix": (_text, "qmysql"),
+    # vmail-sql
+    "vmail_sql_credentials": (_path, None),
 }
 
 
@@ -109,6 +117,12 @@ class Settings:
     quota_small_message_bytes: int
     quota_warn_percent: int
     qmail_inject: str
+    sqlserver: str
+    sqlserver_world_readable: str
+    getpw_system_users: bool
+    rcpthosts_manual: str
+    virtual_prefix: str
+    vmail_sql_credentials: str
 
     def __init__(self, values: dict | None = None, path: str = "") -> None:
         self.path = path
@@ -121,6 +135,12 @@ class Settings:
             self.tcp_file = etc + "/tcp.smtp"
         if self.qmail_inject is None:
             self.qmail_inject = self.qmail_home + "/bin/qmail-inject"
+        if self.sqlserver is None:
+            self.sqlserver = self.qmail_home + "/control/sqlserver"
+        if self.rcpthosts_manual is None:
+            self.rcpthosts_manual = self.qmail_home + "/control/rcpthosts.manual"
+        if self.vmail_sql_credentials is None:
+            self.vmail_sql_credentials = etc + "/vmail-sql.mysql"
         if self.mysql_credentials is None:
             self.mysql_credentials = etc + "/vpopmail.mysql"
 

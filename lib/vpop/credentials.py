@@ -83,3 +83,81 @@ def read_vpopmail_mysql(path: str) -> tuple[Server, Server]:
     except OSError as exc:
         raise ConfigError(path, None, f"cannot read credentials: {exc.strerror}") from None
     return parse_vpopmail_mysql(text, path)
+
+
+_SQLSERVER_KEYS = ("server", "login", "password", "db", "port", "socket")
+
+
+def parse_sqlserver(text: str, path: str) -> Server:
+    """qmail-mysql's ``control/sqlserver``: ``key value`` or ``key=value`` lines.
+
+    Keys ``server``, ``login``, ``password``, ``db`` and one of ``port``/``socket``.  The
+    patch accepted exactly one space or one ``=``; we also accept what it wrongly refused:
+    tabs, several spaces, blanks around ``=``, ``#`` comments, blank lines, CRLF, trailing
+    blanks.  A password keeps inner spaces (everything after the separator, right-trimmed).
+    """
+    values: dict[str, tuple[str, int]] = {}
+    for number, raw in enumerate(text.split("\n"), 1):
+        line = raw.rstrip("\r").strip(" \t")
+        if not line or line.startswith("#"):
+            continue
+        key = line
+        value = ""
+        for i, char in enumerate(line):
+            if char in " \t=":
+                key = line[:i]
+                value = line[i:].lstrip(" \t")
+                if value.startswith("=") and char != "=":
+                    value = value[1:].lstrip(" \t")
+                elif char == "=":
+                    value = value[1:].lstrip(" \t")
+                break
+        key = key.lower()
+        if key not in _SQLSERVER_KEYS:
+            expected = ", ".join(_SQLSERVER_KEYS)
+            raise ConfigError(path, number, f"unknown key '{key}' (expected one of {expected})")
+        if key in values:
+            raise ConfigError(path, number, f"'{key}' is given twice")
+        if value == "" and key != "password":
+            raise ConfigError(path, number, f"'{key}' has no value")
+        values[key] = (value, number)
+    if "port" in values and "socket" in values:
+        raise ConfigError(path, values["socket"][1], "'port' and 'socket' are mutually exclusive")
+    for key in ("server", "login", "db"):
+        if key not in values:
+            raise ConfigError(path, None, f"missing '{key}' line")
+    port = DEFAULT_PORT
+    if "port" in values:
+        text_port, number = values["port"]
+        if not text_port.isdigit() or not 0 < int(text_port) < 65536:
+            raise ConfigError(path, number, "'port' must be a number from 1 to 65535")
+        port = int(text_port)
+    socket = values["socket"][0] if "socket" in values else None
+    if socket is not None and not socket.startswith("/"):
+        raise ConfigError(path, values["socket"][1], "'socket' must be an absolute path")
+    return Server(values["server"][0], port, socket, values["login"][0],
+                  values.get("password", ("", 0))[0], values["db"][0], path)
+
+
+def read_sqlserver(path: str, log=None, fatal_if_world_readable: bool = False) -> Server:
+    """Read ``control/sqlserver``; warn (or refuse) when "other" may read it (the FAQ's complaint)."""
+    import os
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise ConfigError(path, None, f"cannot read credentials: {exc.strerror}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if mode & stat.S_IROTH:
+            text = (f"{path} is readable by every local user and holds the database password; "
+                    f"fix: chgrp it to a group of qmaild/qmailp/qmails and chmod 640")
+            if fatal_if_world_readable:
+                raise ConfigError(path, None, "world-readable (sqlserver_world_readable = refuse)")
+            if log is not None:
+                log.send(text, "warning")
+        data = os.read(fd, 65536)
+    finally:
+        os.close(fd)
+    return parse_sqlserver(data.decode("utf-8", "surrogateescape"), path)

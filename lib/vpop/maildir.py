@@ -29,6 +29,7 @@ from vpop.errors import PermanentFailure, TemporaryFailure
 
 __all__ = [
     "deliver",
+    "escape_hostname",
     "make_maildir",
     "maildir_to_email",
     "safe_hostname",
@@ -59,16 +60,20 @@ _hostname: str | None = None
 _deliveries = 0  # the Q<n> counter: deliveries (names handed out) by this process
 
 
+def escape_hostname(name: str) -> str:
+    """``/`` as ``\\057`` and ``:`` as ``\\072``: a host name that is safe in a maildir file name."""
+    return name.replace("/", "\\057").replace(":", "\\072")
+
+
 def safe_hostname() -> str:
-    """The host name for maildir file names: ``/`` as ``\\057`` and ``:`` as ``\\072``.
+    """This host's name for maildir file names (:func:`escape_hostname` applied).
 
     ``os.uname().nodename`` is what ``gethostname(2)`` returns on Linux; it avoids importing
     :mod:`socket` (several milliseconds of start-up) for one string.
     """
     global _hostname
     if _hostname is None:
-        name = os.uname().nodename or "localhost"
-        _hostname = name.replace("/", "\\057").replace(":", "\\072")
+        _hostname = escape_hostname(os.uname().nodename or "localhost")
     return _hostname
 
 

@@ -229,6 +229,8 @@ class UsageLock:
         self._fd = -1
 
     def acquire(self) -> bool:
+        if self._fd >= 0:
+            return self.locked
         try:
             self._fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | _O_CLOEXEC)
         except OSError:

@@ -3,8 +3,8 @@
 from vpop.errors import ConfigError
 
 
-def open_store(settings):
-    """The store the settings name (``store = cdb | mysql``)."""
+def open_store(settings, log=None):
+    """The store the settings name (``store = cdb | mysql | qmail-mysql | vmail-sql``)."""
     if settings.store == "cdb":
         from vpop.stores.cdb import CdbStore
 
@@ -13,4 +13,12 @@ def open_store(settings):
         from vpop.stores.mysql import MysqlStore
 
         return MysqlStore(settings)
+    if settings.store == "qmail-mysql":
+        from vpop.stores.qmail_mysql import QmailMysqlStore
+
+        return QmailMysqlStore(settings, log)
+    if settings.store == "vmail-sql":
+        from vpop.stores.vmail_sql import VmailSqlStore
+
+        return VmailSqlStore(settings)
     raise ConfigError(settings.path, None, f"unknown store {settings.store!r}")

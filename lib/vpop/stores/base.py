@@ -80,3 +80,28 @@ class Store:
 
     def close(self) -> None:
         pass
+
+
+class Account:
+    """A login of the account-based stores (qmail-mysql ``mailbox``, vmail-sql ``popbox``).
+
+    ``scheme`` names how ``password`` is stored; ``problem`` is set when the row cannot be
+    used for a login (unknown password type, NULL hash, duplicate rows) and says why.
+    """
+
+    __slots__ = ("name", "uid", "gid", "home", "password", "scheme", "suspended", "mailbox", "problem")
+
+    def __init__(self, name: str, uid: int, gid: int, home: str, password: str | None, scheme: str,
+                 suspended: bool = False, mailbox: str = "", problem: str = "") -> None:
+        self.name = name
+        self.uid = uid
+        self.gid = gid
+        self.home = home
+        self.password = password
+        self.scheme = scheme
+        self.suspended = suspended
+        self.mailbox = mailbox
+        self.problem = problem
+
+    def __repr__(self) -> str:
+        return f"<Account {self.name} {self.uid}:{self.gid} {self.home} {self.scheme}>"
