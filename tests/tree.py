@@ -63,12 +63,9 @@ def mysql_line(db: Mapping[str, Any], *, tcp: bool = False) -> str:
 
 def load_schema(db: Mapping[str, Any]) -> None:
     """Create vpopmail's tables (conf/schema/vpopmail.sql) in a ``mysql_db`` database, with PyMySQL."""
-    statements = []
-    for statement in SCHEMA.read_text().split(";"):
-        lines = [line for line in statement.split("\n") if not line.strip().startswith("--")]
-        text = "\n".join(lines).strip()
-        if text:
-            statements.append(text)
+    # "-- " comments first (they may hold a ';'), then one statement per ';'.
+    code = "\n".join(line.split("-- ", 1)[0].rstrip() for line in SCHEMA.read_text().split("\n"))
+    statements = [text.strip() for text in code.split(";") if text.strip()]
     conn = mysql_connect(db)
     with conn, conn.cursor() as cur:
         for statement in statements:
@@ -291,6 +288,48 @@ class Tree:
         argv = [program("vchkpw"), target or self.recorder, str(out)]
         done = self.run(argv, fd3, self.env(**env))
         return done, read_record(out)
+
+    def message_file(self, data: bytes) -> Path:
+        """A queued message as qmail-local hands it over: a regular file (mode 0644) in the sandbox."""
+        path = self.root / f"message-{next(self._serial)}"
+        path.write_bytes(data)
+        path.chmod(0o644)
+        return path
+
+    def deliver(self, address: str, message: bytes | Path, instruction: str = "bounce-no-mailbox", *,
+                sender: str = "alice@example.org", argv: Sequence[str] | None = None,
+                env: Mapping[str, str | None] | None = None, domain_dir: str | Path | None = None,
+                timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+        """Run the installed ``vdelivermail '' <instruction>`` as qmail-local runs it from .qmail-default.
+
+        As uid/gid 89 (the domain's ids), with qmail-local's environment for ``address``
+        (``vpop.qmailenv.virtual_delivery_environ``) plus PATH and VPOP_CONFIG, cwd = the domain dir
+        (an alias domain's real dir, from users/cdb), stdin = the message file (bytes are written to
+        a fresh file first).  ``env`` changes the environment (None removes a name); ``argv``
+        replaces the whole argument list.
+        """
+        from vpop import assign
+        from vpop.qmailenv import virtual_delivery_environ
+
+        if domain_dir is None:
+            found = assign.lookup(str(self.qmail_home), address.rpartition("@")[2].lower())
+            domain_dir = found.dir if found is not None else self.domains
+        full_env = virtual_delivery_environ(address, str(domain_dir), sender,
+                                            base={"PATH": "/usr/bin:/bin", "VPOP_CONFIG": str(self.config)})
+        for key, value in (env or {}).items():
+            if value is None:
+                full_env.pop(key, None)
+            else:
+                full_env[key] = value
+        path = self.message_file(message) if isinstance(message, bytes) else message
+        command = list(argv) if argv is not None else [program("vdelivermail"), "", instruction]
+        try:
+            with open(path, "rb") as stdin:
+                return subprocess.run(command, stdin=stdin, env=full_env, cwd=str(domain_dir),
+                                      capture_output=True, timeout=timeout, user=VPOPMAIL_UID,
+                                      group=VPOPMAIL_GID, extra_groups=[VPOPMAIL_GID])
+        finally:
+            self._drain()
 
 
 def read_record(path: Path) -> dict[str, Any] | None:

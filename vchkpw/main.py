@@ -265,14 +265,18 @@ def check_password(login: Login, settings, record, password: bytes, challenge: b
 
 def make_blank_dir(login: Login, store, record, domain) -> None:
     """A row with a blank pw_dir (inserted by billing) gets its directory, after the password."""
-    from vpop.dirs import make_user_dir
+    from vpop.dirs import discard_user_dir, make_user_dir
 
     try:
         path = make_user_dir(domain.dir, record.name, domain.uid, domain.gid)
-        store.set_user_dir(record, domain, path)
-    except TemporaryFailure:
+        try:
+            store.set_user_dir(record, domain, path)
+        except TemporaryFailure:
+            discard_user_dir(path)  # so that the next login can try again
+            raise
+    except TemporaryFailure as exc:
         login.say(vlog.INTERNAL, f"dir auto create failed {login.who()}")
-        raise TemporaryFailure("dir auto create failed", 14) from None
+        raise TemporaryFailure(f"dir auto create failed: {exc.message}", 14) from None
 
 
 def after_login(login: Login, settings, store, record, domain, flags: int) -> None:

@@ -185,9 +185,14 @@ class Delivery:
                 self.quota_warning(maildir)
         recipient = self.address if own_maildir else (md.maildir_to_email(maildir) or self.address)
         headers = self.return_path() + self.delivered_to(recipient)
-        path = md.deliver(maildir, headers, self.message.fd)
-        if quota:
-            mq.add_usage(maildir, quota, os.stat(path).st_size, 1)
+        if not quota:
+            return md.deliver(maildir, headers, self.message.fd)
+        # Shared with other deliveries, exclusive for a recount: usage lines cannot slip
+        # between a recount's scan and its rename of maildirsize.
+        with mq.delivery_lock(maildir):
+            path = md.deliver(maildir, headers, self.message.fd)
+            size = md.size_from_name(os.path.basename(path))
+            mq.add_usage(maildir, quota, size if size is not None else os.stat(path).st_size, 1)
         return path
 
     def quota_warning(self, maildir: str) -> None:

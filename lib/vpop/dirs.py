@@ -139,6 +139,19 @@ def make_user_dir(domain_dir: str, user: str, uid: int | None, gid: int | None) 
         raise TemporaryFailure(f"dir auto create failed: {exc}") from None
 
 
+def discard_user_dir(user_dir: str) -> None:
+    """Undo :func:`make_user_dir` when its path could not be stored: remove the still-empty dirs.
+
+    Otherwise the next attempt finds the directory already there and fails again, for good.
+    """
+    for path in (*(user_dir + "/Maildir/" + sub for sub in ("cur", "new", "tmp")), user_dir + "/Maildir",
+                 user_dir):
+        try:
+            os.rmdir(path)
+        except OSError:
+            return  # not empty any more (or gone): leave it
+
+
 def remake_user_dir(domain_dir: str, user_dir: str, uid: int | None, gid: int | None) -> None:
     """Recreate a user directory that vanished (``vmake_maildir``), only below the domain dir."""
     from vpop.maildir import make_maildir

@@ -1,0 +1,1 @@
+"""qmail-mysql-sync: render qmail-mysql tables into stock qmail files."""
