@@ -9,7 +9,7 @@ a 111: a store that cannot answer never turns into "no such user".
 import os
 import sys
 
-from vpop.errors import PermanentFailure, TemporaryFailure, VpopError
+from vpop.errors import PermanentFailure, TemporaryFailure, VpopError, is_database_failure
 
 INVALID_SYNTAX = "vdelivermail: invalid syntax in .qmail-default file"
 BOUNCE_MAIL = 0x10
@@ -48,6 +48,8 @@ def run(argv: list[str], environ: dict) -> int:
         user_ext, _, ext = user.partition("-")
         ext = ext.replace(".", ":")
 
+    if settings.store == "vmail-sql":
+        return deliver_vmail_sql(settings, environ, user, domain_name, argv[2])
     domain = assign.lookup(settings.qmail_home, domain_name)
     if domain is None:
         raise TemporaryFailure(f"vdelivermail: domain {domain_name} is not in users/assign")
@@ -77,7 +79,51 @@ def run(argv: list[str], environ: dict) -> int:
         finally:
             store.close()
     except TemporaryFailure as exc:
-        if exc.message.startswith("database"):
+        if is_database_failure(exc):
+            raise TemporaryFailure(DATABASE_DOWN) from None
+        raise
+
+
+def deliver_vmail_sql(settings, environ: dict, user: str, domain_name: str, instruction: str) -> int:
+    """vmail-sql in the order of its Exim directors: forwarders, the popbox, ``_default_``."""
+    from vpop.bounce import DATABASE_DOWN, LOOPING
+    from vpop.delivery import Delivery, Message, StopDelivery, is_looping
+    from vpop.stores import open_store
+
+    try:
+        store = open_store(settings)
+        try:
+            domain = store.domain(domain_name)
+            if domain is None:
+                raise TemporaryFailure(f"vdelivermail: domain {domain_name} is not in the domain table")
+            message = Message(0)
+            delivery = Delivery(settings, environ, message, user, domain)
+            if is_looping(message, f"{user}@{domain.real}", environ.get("DTLINE", "")):
+                raise PermanentFailure(LOOPING)
+            targets = store.forwarders(user, domain)
+            if targets:
+                for target in targets:
+                    delivery.deliver_line(target if target.startswith("&") else "&" + target, domain.dir)
+                return 0
+            mailbox = store.popbox(user, domain)
+            if mailbox is not None:
+                if mailbox.endswith("/"):
+                    delivery.deliver_maildir(mailbox, own_maildir=True)
+                else:
+                    delivery.deliver_mbox(mailbox)
+                return 0
+            targets = store.forwarders("_default_", domain)
+            for target in targets:
+                delivery.deliver_line(target if target.startswith("&") else "&" + target, domain.dir)
+            if targets:
+                return 0
+            return user_not_found(delivery, instruction)
+        except StopDelivery:
+            return 99
+        finally:
+            store.close()
+    except TemporaryFailure as exc:
+        if is_database_failure(exc):
             raise TemporaryFailure(DATABASE_DOWN) from None
         raise
 

@@ -126,6 +126,8 @@ class Delivery:
             path = line if line.startswith("/") else os.path.join(base_dir, line)
             if _unsafe_path(path):
                 raise PermanentFailure(f"refusing delivery to {line}")
+            # ``./Maildir/`` names <base_dir>/Maildir/ (Delivered-To is derived from the path)
+            path = os.path.normpath(path) + ("/" if line.endswith("/") else "")
             if line.endswith("/"):
                 self.deliver_maildir(path, quota, own_maildir)
             else:

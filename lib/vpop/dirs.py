@@ -82,6 +82,8 @@ def next_user_subdir(domain_dir: str, uid: int | None = None, gid: int | None = 
     """Allocate the hash subdirectory for a new user of the domain ("" = the domain dir)."""
     lock_fd = os.open(domain_dir + "/.dir-control.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
+        if uid is not None:  # as root: leave a lock the domain's uid (vdelivermail) can open
+            os.fchown(lock_fd, uid, -1 if gid is None else gid)
         fcntl.lockf(lock_fd, fcntl.LOCK_EX)
         control = domain_dir + "/.dir-control"
         try:

@@ -49,3 +49,11 @@ class ConfigError(TemporaryFailure):
         super().__init__(f"{where}: {reason}")
         self.path = path
         self.line = line
+
+
+class DatabaseFailure(TemporaryFailure):
+    """The database could not be reached or could not answer (111)."""
+
+
+def is_database_failure(exc: BaseException) -> bool:
+    return isinstance(exc, DatabaseFailure)

@@ -11,7 +11,7 @@ Only parameterised queries pass through :meth:`Database.query` / :meth:`Database
 import sys
 
 from vpop.credentials import Server
-from vpop.errors import TemporaryFailure
+from vpop.errors import DatabaseFailure, TemporaryFailure
 
 
 def _import_pymysql():
@@ -66,11 +66,11 @@ class Database:
                 self._read = self._connect(self.read_server)
             except errors as first:
                 if self.update_server is self.read_server:
-                    raise TemporaryFailure(f"database down: {_describe(first)}") from None
+                    raise DatabaseFailure(f"database down: {_describe(first)}") from None
                 try:
                     self._read = self.writer()
                 except TemporaryFailure:
-                    raise TemporaryFailure(f"database down: {_describe(first)}") from None
+                    raise DatabaseFailure(f"database down: {_describe(first)}") from None
         return self._read
 
     def writer(self):
@@ -78,7 +78,7 @@ class Database:
             try:
                 self._update = self._connect(self.update_server)
             except self._errors() as exc:
-                raise TemporaryFailure(f"database down: {_describe(exc)}") from None
+                raise DatabaseFailure(f"database down: {_describe(exc)}") from None
         return self._update
 
     def query(self, sql: str, args: tuple = (), missing_table_ok: bool = True) -> list[tuple]:
@@ -90,7 +90,7 @@ class Database:
         except self._errors() as exc:
             if missing_table_ok and _code(exc) == 1146:
                 return []
-            raise TemporaryFailure(f"database query failed: {_describe(exc)}") from None
+            raise DatabaseFailure(f"database query failed: {_describe(exc)}") from None
 
     def query_row_dict(self, sql: str, args: tuple = ()) -> dict | None:
         """The first row of a SELECT as {column: value}; None when there is none (or no table)."""
@@ -104,7 +104,7 @@ class Database:
         except self._errors() as exc:
             if _code(exc) == 1146:
                 return None
-            raise TemporaryFailure(f"database query failed: {_describe(exc)}") from None
+            raise DatabaseFailure(f"database query failed: {_describe(exc)}") from None
 
     def execute(self, sql: str, args: tuple = (), create: str | None = None) -> int:
         """Run a write on the update connection; ``create`` is run first if the table is missing."""
@@ -118,7 +118,7 @@ class Database:
                     cursor.execute(create)
                     return cursor.execute(sql, args)
         except self._errors() as exc:
-            raise TemporaryFailure(f"database update failed: {_describe(exc)}") from None
+            raise DatabaseFailure(f"database update failed: {_describe(exc)}") from None
 
     def close(self) -> None:
         for conn in (self._read, self._update):

@@ -89,6 +89,9 @@ class VpasswdLock:
 
     def __enter__(self) -> "VpasswdLock":
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        if os.geteuid() == 0:  # as root (vadduser): leave a lock the domain's uid (vdelivermail) can open
+            st = os.stat(os.path.dirname(self.path))
+            os.fchown(self.fd, st.st_uid, st.st_gid)
         fcntl.lockf(self.fd, fcntl.LOCK_EX)
         return self
 
