@@ -157,7 +157,9 @@ class Settings:
 def parse_settings(text: str, path: str) -> Settings:
     """Parse settings text; ``path`` is only used in error messages."""
     values: dict = {}
-    for number, raw in enumerate(text.splitlines(), 1):
+    # Lines end at \n only: str.splitlines() would also split at \x0b, \x0c, \x1c-\x1e, \x85 and
+    # \u2028, breaking comments apart and numbering lines unlike an editor.
+    for number, raw in enumerate(text.split("\n"), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
