@@ -193,12 +193,7 @@ def authenticate_account(login: Login, settings, text_login: str, password: byte
     else:
         auth_type = store.verify(account, password, challenge, login.service)
         if auth_type is None:
-            if login.log is not None and login.log.with_passwords:
-                shown = password.decode("utf-8", "replace")
-                login.say(vlog.PASSWD, f"password fail (pass: '{shown}') {login.who()}")
-            else:
-                login.say(vlog.PASSWD, f"password fail {login.who()}")
-            raise AuthFailure("wrong password", 3)
+            refuse_password(login, password)
     if account.suspended:
         login.say(vlog.ACCESS, f"suspended account refused {login.who()}")
         raise AuthFailure("suspended", 1)
@@ -255,6 +250,11 @@ def check_password(login: Login, settings, record, password: bytes, challenge: b
         raise AuthFailure("no password stored", 15)
     if passwords.verify(password, record.passwd):
         return "PLAIN"
+    refuse_password(login, password)
+
+
+def refuse_password(login: Login, password: bytes) -> None:
+    """Log the wrong password (with the password at logging p/v, as vpopmail) and refuse."""
     if login.log is not None and login.log.with_passwords:
         shown = password.decode("utf-8", "replace")
         login.say(vlog.PASSWD, f"password fail (pass: '{shown}') {login.who()}")

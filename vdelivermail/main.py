@@ -22,12 +22,35 @@ def _out(text: str) -> None:
         pass
 
 
+def with_store(settings, deliver) -> int:
+    """Open the store, run ``deliver(store)``; a program exiting 99 ends it with 99.
+
+    A database failure anywhere becomes the C program's "deferred, database down" (111).
+    """
+    from vpop.bounce import DATABASE_DOWN
+    from vpop.delivery import StopDelivery
+    from vpop.stores import open_store
+
+    try:
+        store = open_store(settings)
+        try:
+            return deliver(store)
+        except StopDelivery:
+            return 99
+        finally:
+            store.close()
+    except TemporaryFailure as exc:
+        if is_database_failure(exc):
+            raise TemporaryFailure(DATABASE_DOWN) from None
+        raise
+
+
 def run(argv: list[str], environ: dict) -> int:
     """One delivery; returns the exit code or raises a VpopError."""
     from vpop import assign
-    from vpop.bounce import DATABASE_DOWN, LOOPING
+    from vpop.bounce import LOOPING
     from vpop.config import load_settings
-    from vpop.delivery import Delivery, Message, StopDelivery, is_looping
+    from vpop.delivery import Delivery, Message, is_looping
     from vpop.names import valid_domain, valid_user
 
     if len(argv) != 3:
@@ -58,74 +81,53 @@ def run(argv: list[str], environ: dict) -> int:
     if is_looping(message, f"{user}@{domain.real}", environ.get("DTLINE", "")):
         raise PermanentFailure(LOOPING)
 
-    from vpop.stores import open_store
+    def deliver(store) -> int:
+        if settings.valias and deliver_valias(delivery, store, user, domain, user_ext):
+            _out("vdelivermail: valiases processed\n")
+            return 0
+        record = store.get_user(user, domain)
+        if record is None and user_ext != user:
+            record = store.get_user(user_ext, domain)
+            delivery.user = user_ext
+            delivery.address = f"{user_ext}@{domain.real}"
+        if record is None:
+            return user_not_found(delivery, argv[2])
+        return check_user(delivery, store, record, ext)
 
-    try:
-        store = open_store(settings)
-        try:
-            if settings.valias and deliver_valias(delivery, store, user, domain, user_ext):
-                _out("vdelivermail: valiases processed\n")
-                return 0
-            record = store.get_user(user, domain)
-            if record is None and user_ext != user:
-                record = store.get_user(user_ext, domain)
-                delivery.user = user_ext
-                delivery.address = f"{user_ext}@{domain.real}"
-            if record is None:
-                return user_not_found(delivery, argv[2])
-            return check_user(delivery, store, record, ext)
-        except StopDelivery:
-            return 99
-        finally:
-            store.close()
-    except TemporaryFailure as exc:
-        if is_database_failure(exc):
-            raise TemporaryFailure(DATABASE_DOWN) from None
-        raise
+    return with_store(settings, deliver)
 
 
 def deliver_vmail_sql(settings, environ: dict, user: str, domain_name: str, instruction: str) -> int:
     """vmail-sql in the order of its Exim directors: forwarders, the popbox, ``_default_``."""
-    from vpop.bounce import DATABASE_DOWN, LOOPING
-    from vpop.delivery import Delivery, Message, StopDelivery, is_looping
-    from vpop.stores import open_store
+    from vpop.bounce import LOOPING
+    from vpop.delivery import Delivery, Message, is_looping
 
-    try:
-        store = open_store(settings)
-        try:
-            domain = store.domain(domain_name)
-            if domain is None:
-                raise TemporaryFailure(f"vdelivermail: domain {domain_name} is not in the domain table")
-            message = Message(0)
-            delivery = Delivery(settings, environ, message, user, domain)
-            if is_looping(message, f"{user}@{domain.real}", environ.get("DTLINE", "")):
-                raise PermanentFailure(LOOPING)
-            targets = store.forwarders(user, domain)
-            if targets:
-                for target in targets:
-                    delivery.deliver_line(target if target.startswith("&") else "&" + target, domain.dir)
-                return 0
-            mailbox = store.popbox(user, domain)
-            if mailbox is not None:
+    def deliver(store) -> int:
+        domain = store.domain(domain_name)
+        if domain is None:
+            raise TemporaryFailure(f"vdelivermail: domain {domain_name} is not in the domain table")
+        message = Message(0)
+        delivery = Delivery(settings, environ, message, user, domain)
+        if is_looping(message, f"{user}@{domain.real}", environ.get("DTLINE", "")):
+            raise PermanentFailure(LOOPING)
+        for local in (user, None, "_default_"):
+            if local is None:
+                mailbox = store.popbox(user, domain)
+                if mailbox is None:
+                    continue
                 if mailbox.endswith("/"):
                     delivery.deliver_maildir(mailbox, own_maildir=True)
                 else:
                     delivery.deliver_mbox(mailbox)
                 return 0
-            targets = store.forwarders("_default_", domain)
-            for target in targets:
-                delivery.deliver_line(target if target.startswith("&") else "&" + target, domain.dir)
+            targets = store.forwarders(local, domain)
+            for target in targets:  # "&": an address, never a pipe or a file (Exim's forbid_*)
+                delivery.deliver_line("&" + target.lstrip("&"), domain.dir)
             if targets:
                 return 0
-            return user_not_found(delivery, instruction)
-        except StopDelivery:
-            return 99
-        finally:
-            store.close()
-    except TemporaryFailure as exc:
-        if is_database_failure(exc):
-            raise TemporaryFailure(DATABASE_DOWN) from None
-        raise
+        return user_not_found(delivery, instruction)
+
+    return with_store(settings, deliver)
 
 
 def deliver_valias(delivery, store, user: str, domain, user_ext: str) -> bool:
@@ -191,12 +193,13 @@ def deliver_to_path(delivery, path: str) -> int:
     if path.endswith("/") or os.path.isdir(path):
         directory = path.rstrip("/") + "/"
         _out(f"user does not exist, but will deliver to {directory}\n")
+        # Delivered-To names the recipient (vpopmail: the instruction's Maildir gets user@domain)
         if all(os.path.isdir(directory + sub) for sub in ("new", "cur", "tmp")):
-            delivery.deliver_maildir(directory)  # a Maildir itself: not .../Maildir/Maildir/
+            delivery.deliver_maildir(directory, own_maildir=True)  # a Maildir itself: not …/Maildir/Maildir/
             return 0
         if delivery.dot_qmail(directory.rstrip("/")):
             return 0
-        delivery.deliver_maildir(directory + "Maildir/")
+        delivery.deliver_maildir(directory + "Maildir/", own_maildir=True)
         return 0
     _out(f"user does not exist, but will deliver to {path}\n")
     delivery.deliver_mbox(path)

@@ -100,7 +100,7 @@ def parse_rules(text: str, path: str) -> list[tuple[bytes, bytes]]:
     return pairs
 
 
-def _write_cdb(fileobj, pairs) -> None:
+def _write_cdb(fileobj, pairs: list[tuple[bytes, bytes]]) -> None:
     """Write a cdb laid out exactly as djb's ``cdb_make`` does.
 
     Records go through ``cdblib.Writer.put``, but the hash tables are written here: pure-cdb's
@@ -134,8 +134,10 @@ def _write_cdb(fileobj, pairs) -> None:
     fileobj.write(b"".join(index))
 
 
-def write_rules_cdb(pairs, cdb_path: str, uid: int | None = None, gid: int | None = None) -> None:
-    """Atomically replace ``cdb_path`` with a cdb of ``pairs`` (iterable of (bytes, bytes)).
+def write_rules_cdb(
+    pairs: list[tuple[bytes, bytes]], cdb_path: str, uid: int | None = None, gid: int | None = None
+) -> None:
+    """Atomically replace ``cdb_path`` with a cdb of ``pairs`` (any iterable of (key, data) works).
 
     Written to ``<cdb_path>.tmp.<pid>``, mode 0644 (what tcprules leaves under vpopmail's umask
     022), chowned to ``uid``/``gid`` when ``uid`` is given, fsynced, renamed over ``cdb_path``, and
