@@ -96,6 +96,44 @@ def measure_store(runs: int, floor: float, store: str, budgets: tuple[float, flo
     report(f"vdelivermail 4 KB, {store} store", seconds, floor, budgets[1])
 
 
+def measure_getpw(runs: int, floor: float, db: dict) -> None:
+    """qmail-getpw for an existing mailbox user on the qmail-mysql store."""
+    import pymysql
+
+    base = tempfile.mkdtemp(prefix="vpop-bench-getpw-", dir="/tmp")
+    os.chmod(base, 0o755)
+    os.makedirs(f"{base}/qmail/control")
+    home = f"{base}/home/iain"
+    os.makedirs(home)
+    os.chown(home, 800, 100)
+    sqlserver = f"{base}/qmail/control/sqlserver"
+    with open(sqlserver, "w") as handle:
+        handle.write(f"server localhost\nlogin {db['user']}\npassword {db['password']}\ndb {db['database']}\n"
+                     f"socket {db['unix_socket']}\n")
+    os.chmod(sqlserver, 0o640)
+    config = f"{base}/vpop.conf"
+    with open(config, "w") as handle:
+        handle.write(f"qmail_home = {base}/qmail\nstore = qmail-mysql\nsyslog_socket = {base}/no-syslog\n")
+    conn = pymysql.connect(unix_socket=db["unix_socket"], user="root", database=db["database"],
+                           autocommit=True)
+    with conn.cursor() as cur:
+        load_schema(cur, "qmail-mysql.sql")
+        cur.execute("INSERT INTO mailbox (username, uid, gid, home, password, password_type) "
+                    "VALUES ('iain', 800, 100, %s, 'x', 'Password')", (home,))
+    conn.close()
+    env = {"PATH": "/usr/bin:/bin", "VPOP_CONFIG": config}
+    seconds = median_of(runs, [f"{VENV_BIN}/qmail-getpw", "iain-slowlaris"], env)
+    report("qmail-getpw, qmail-mysql store", seconds, floor, 5.0)
+
+
+def load_schema(cur, name: str) -> None:
+    with open(os.path.join(ROOT, "conf/schema", name)) as handle:
+        text = "\n".join(line.split("--", 1)[0] for line in handle)
+    for statement in text.split(";"):
+        if statement.strip():
+            cur.execute(statement)
+
+
 def mysql_database(server: dict) -> dict:
     """A database, a user and the vpopmail schema on the private server."""
     import pymysql
@@ -106,11 +144,7 @@ def mysql_database(server: dict) -> dict:
         cur.execute("CREATE USER 'vpopmail'@'localhost' IDENTIFIED BY 'bench-pw'")
         cur.execute("GRANT ALL ON vpopmail.* TO 'vpopmail'@'localhost'")
         cur.execute("USE vpopmail")
-        with open(os.path.join(ROOT, "conf/schema/vpopmail.sql")) as handle:
-            text = "\n".join(line.split("--", 1)[0] for line in handle)
-        for statement in text.split(";"):
-            if statement.strip():
-                cur.execute(statement)
+        load_schema(cur, "vpopmail.sql")
     root.close()
     return dict(server, user="vpopmail", password="bench-pw", database="vpopmail")
 
@@ -136,7 +170,9 @@ def main() -> int:
     from servers import private_mariadb
 
     with private_mariadb() as server:
-        measure_store(args.runs, floor, "mysql", (5.0, 5.0), mysql_database(server))
+        db = mysql_database(server)
+        measure_store(args.runs, floor, "mysql", (5.0, 5.0), db)
+        measure_getpw(args.runs, floor, db)
     return 0
 
 

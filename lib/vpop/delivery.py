@@ -181,10 +181,10 @@ class Delivery:
             if over:
                 text = message_text(self.domain.dir, self.settings.domains_path, ".over-quota.msg",
                                     OVER_QUOTA)
-                self.quota_warning(maildir)
+                self.quota_warning(maildir, quota)
                 raise PermanentFailure(text + "\n")
             if percent >= self.settings.quota_warn_percent:
-                self.quota_warning(maildir)
+                self.quota_warning(maildir, quota)
         recipient = self.address if own_maildir else (md.maildir_to_email(maildir) or self.address)
         headers = self.return_path() + self.delivered_to(recipient)
         if not quota:
@@ -197,8 +197,11 @@ class Delivery:
             mq.add_usage(maildir, quota, size if size is not None else os.stat(path).st_size, 1)
         return path
 
-    def quota_warning(self, maildir: str) -> None:
-        """Deliver ``.quotawarn.msg`` once a day (vpopmail's ``deliver_quota_warning``)."""
+    def quota_warning(self, maildir: str, quota: str = "") -> None:
+        """Deliver ``.quotawarn.msg`` once a day (vpopmail's ``deliver_quota_warning``).
+
+        Like any Maildir delivery it counts towards the quota (appended to ``maildirsize``).
+        """
         import time
 
         from vpop import maildir as md
@@ -215,7 +218,10 @@ class Delivery:
             os.write(write_end, text[:60000])
             os.close(write_end)
             write_end = -1
-            md.deliver(maildir, headers, read_end)
+            with mq.delivery_lock(maildir):
+                path = md.deliver(maildir, headers, read_end)
+                if quota:
+                    mq.add_usage(maildir, quota, os.stat(path).st_size, 1)
         finally:
             os.close(read_end)
             if write_end >= 0:
@@ -233,6 +239,10 @@ class Delivery:
         """``/bin/sh -c command`` with the message on stdin; exit codes as qmail-local maps them."""
         env = dict(self.environ)
         env["SHELL"] = "/bin/sh"
+        try:  # as vpopmail's check_forward_deliver: a user's .qmail programs run in the user's dir
+            os.chdir(cwd)
+        except OSError as exc:
+            raise TemporaryFailure(f"Unable to switch to {cwd}: {exc.strerror}. (#4.3.0)") from None
         self.message.rewind()
         try:
             pid = os.posix_spawn("/bin/sh", ["/bin/sh", "-c", command], env,

@@ -78,7 +78,9 @@ def _passlib_crypt_verify(password: bytes, stored: str) -> bool:
         if handler.identify(stored):
             try:
                 return handler.verify(password, stored)
-            except (ValueError, TypeError):
+            except (ValueError, TypeError, RuntimeError):
+                # RuntimeError: passlib's MissingBackendError (bcrypt needs the bcrypt package);
+                # a refusal, not a traceback and exit 1 with nothing logged.
                 return False
     return False
 

@@ -18,9 +18,16 @@ would have written from the same text.  The format, as confirmed against ``/usr/
 * Duplicate keys are all written, in order; tcpserver finds the first.
 """
 
+from __future__ import annotations
+
 import os
 
 from vpop.errors import ConfigError, TemporaryFailure
+
+TYPE_CHECKING = False  # typing costs import time; the names below are only for annotations
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from typing import BinaryIO
 
 _ULONG = 1 << 64  # tcprules parses numbers into a 64-bit unsigned long (amd64), wrapping silently
 
@@ -100,7 +107,7 @@ def parse_rules(text: str, path: str) -> list[tuple[bytes, bytes]]:
     return pairs
 
 
-def _write_cdb(fileobj, pairs: list[tuple[bytes, bytes]]) -> None:
+def _write_cdb(fileobj: BinaryIO, pairs: Iterable[tuple[bytes, bytes]]) -> None:
     """Write a cdb laid out exactly as djb's ``cdb_make`` does.
 
     Records go through ``cdblib.Writer.put``, but the hash tables are written here: pure-cdb's
@@ -134,43 +141,43 @@ def _write_cdb(fileobj, pairs: list[tuple[bytes, bytes]]) -> None:
     fileobj.write(b"".join(index))
 
 
-def write_rules_cdb(
-    pairs: list[tuple[bytes, bytes]], cdb_path: str, uid: int | None = None, gid: int | None = None
+def replace_file(
+    path: str, fill: Callable[[BinaryIO], object], uid: int | None = None, gid: int | None = None
 ) -> None:
-    """Atomically replace ``cdb_path`` with a cdb of ``pairs`` (any iterable of (key, data) works).
+    """Atomically replace ``path`` with what ``fill(fileobj)`` writes.
 
-    Written to ``<cdb_path>.tmp.<pid>``, mode 0644 (what tcprules leaves under vpopmail's umask
-    022), chowned to ``uid``/``gid`` when ``uid`` is given, fsynced, renamed over ``cdb_path``, and
-    the directory fsynced.  The tmp file is removed on any failure; an ``OSError`` becomes
-    :class:`TemporaryFailure`.
+    Written to ``<path>.tmp.<pid>`` (created ``O_NOFOLLOW``), set to mode 0644 whatever the umask
+    (vpopmail runs its updates under umask 022), chowned to ``uid``/``gid`` when ``uid`` is given,
+    fsynced, renamed over ``path``; then the directory is fsynced.  The tmp file is removed on any
+    failure; an ``OSError`` becomes :class:`TemporaryFailure`.
     """
-    tmp = f"{cdb_path}.tmp.{os.getpid()}"
+    tmp = f"{path}.tmp.{os.getpid()}"
     try:
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     except OSError as exc:
         raise TemporaryFailure(f"cannot create {tmp}: {exc}") from exc
     try:
         with os.fdopen(fd, "w+b") as fileobj:
-            _write_cdb(fileobj, pairs)
+            fill(fileobj)
             fileobj.flush()
             os.fchmod(fileobj.fileno(), 0o644)
             if uid is not None:
                 os.fchown(fileobj.fileno(), uid, -1 if gid is None else gid)
             os.fsync(fileobj.fileno())
-        os.rename(tmp, cdb_path)
+        os.rename(tmp, path)
     except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
         if isinstance(exc, OSError):
-            raise TemporaryFailure(f"cannot write {cdb_path}: {exc}") from exc
+            raise TemporaryFailure(f"cannot write {path}: {exc}") from exc
         raise
-    _fsync_dir(os.path.dirname(cdb_path) or ".")
+    _fsync_dir(os.path.dirname(path) or ".")
 
 
 def _fsync_dir(directory: str) -> None:
-    """Make a rename durable; failure here is not worth failing the update for."""
+    """Make a rename durable; failing here is not worth failing the update for."""
     try:
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
@@ -181,6 +188,16 @@ def _fsync_dir(directory: str) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def write_rules_cdb(
+    pairs: Iterable[tuple[bytes, bytes]], cdb_path: str, uid: int | None = None, gid: int | None = None
+) -> None:
+    """Atomically replace ``cdb_path`` with a cdb of the (key, data) ``pairs``, in their order.
+
+    See :func:`replace_file` for the tmp name, mode, ownership and errors.
+    """
+    replace_file(cdb_path, lambda fileobj: _write_cdb(fileobj, pairs), uid, gid)
 
 
 def build(
