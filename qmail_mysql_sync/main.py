@@ -200,19 +200,9 @@ def build_morercpthosts(qmail: str, hosts: list[str]) -> None:
 
         subprocess.run([newmrh], check=True, cwd=qmail)
         return
-    from cdblib import Writer
+    from vpop.files import write_cdb
 
-    path = qmail + "/control/morercpthosts.cdb"
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as handle:
-        writer = Writer(handle)
-        for host in hosts:
-            writer.put(host.lower().encode(), b"")
-        writer.finalize()
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.chmod(tmp, 0o644)
-    os.rename(tmp, path)
+    write_cdb(qmail + "/control/morercpthosts.cdb", [(host.lower().encode(), b"") for host in hosts])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,10 +9,11 @@ import re
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from vchkpw.main import split_fd3
 from vpop.config import ConfigError, Settings, parse_settings
 from vpop.credentials import DEFAULT_PORT, parse_vpopmail_mysql
 from vpop.errors import UsageError
+
+from vchkpw.main import split_fd3
 
 SETTINGS_PATH = "/etc/vpop/test.conf"
 MYSQL_PATH = "/home/vpopmail/etc/vpopmail.mysql"
@@ -46,7 +47,8 @@ no_nul = st.binary(max_size=200).filter(lambda b: b"\0" not in b)
 
 @given(no_nul, no_nul, no_nul, st.binary(max_size=50))
 def test_split_fd3_returns_the_fields(login: bytes, password: bytes, timestamp: bytes, rest: bytes) -> None:
-    assert split_fd3(login + b"\0" + password + b"\0" + timestamp + b"\0" + rest) == (login, password, timestamp)
+    data = login + b"\0" + password + b"\0" + timestamp + b"\0" + rest
+    assert split_fd3(data) == (login, password, timestamp)
     # the timestamp's NUL is optional (djb's checkpassword does not require it)
     assert split_fd3(login + b"\0" + password + b"\0" + timestamp) == (login, password, timestamp)
 

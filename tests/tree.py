@@ -61,10 +61,10 @@ def mysql_line(db: Mapping[str, Any], *, tcp: bool = False) -> str:
     return f"{host}|{where}|{db['user']}|{db['password']}|{db['database']}"
 
 
-def load_schema(db: Mapping[str, Any]) -> None:
-    """Create vpopmail's tables (conf/schema/vpopmail.sql) in a ``mysql_db`` database, with PyMySQL."""
+def load_schema(db: Mapping[str, Any], schema: Path = SCHEMA) -> None:
+    """Create the tables of ``schema`` (default conf/schema/vpopmail.sql) in a ``mysql_db`` database."""
     # "-- " comments first (they may hold a ';'), then one statement per ';'.
-    code = "\n".join(line.split("-- ", 1)[0].rstrip() for line in SCHEMA.read_text().split("\n"))
+    code = "\n".join(line.split("-- ", 1)[0].rstrip() for line in schema.read_text().split("\n"))
     statements = [text.strip() for text in code.split(";") if text.strip()]
     conn = mysql_connect(db)
     with conn, conn.cursor() as cur:

@@ -177,7 +177,7 @@ def authenticate_account(login: Login, settings, text_login: str, password: byte
 
     store = open_store(settings, login.log)
     name = text_login.lower()
-    login.user, _, login.domain_name = name.partition("@")
+    login.user, _, login.domain_name = name.partition("@" if "@" in name else "%")
     if not name or any(ord(c) < 33 or c in "/\\" for c in name):
         login.say(vlog.PASSWD, f"invalid user/domain characters {name}:{login.ip}")
         raise AuthFailure("invalid characters", 20)

@@ -158,9 +158,13 @@ def check_user(delivery, store, record, ext: str) -> int:
     if not record.dir:
         try:
             path = dirs.make_user_dir(domain.dir, record.name, uid, domain.gid)
-            store.set_user_dir(record, domain, path)
         except TemporaryFailure:
             raise TemporaryFailure("Auto creation of maildir failed. (#5.9.8)") from None
+        try:
+            store.set_user_dir(record, domain, path)
+        except TemporaryFailure:
+            _remove_empty_user_dir(path)  # else every retry would fail on the existing directory
+            raise
     elif not os.path.isdir(record.dir):
         try:
             dirs.remake_user_dir(domain.dir, record.dir, uid, domain.gid)
@@ -170,6 +174,15 @@ def check_user(delivery, store, record, ext: str) -> int:
         return 0
     delivery.deliver_maildir(record.dir + "/Maildir/", record.shell, own_maildir=True)
     return 0
+
+
+def _remove_empty_user_dir(path: str) -> None:
+    """Take back a user directory just created whose path could not be stored (only empty dirs)."""
+    for sub in ("/Maildir/cur", "/Maildir/new", "/Maildir/tmp", "/Maildir", ""):
+        try:
+            os.rmdir(path + sub)
+        except OSError:
+            return
 
 
 def user_not_found(delivery, instruction: str) -> int:

@@ -114,20 +114,9 @@ def compile_assign(text: bytes, path: str = "users/assign") -> list[tuple[bytes,
 
 def write_users_cdb(qmail_home: str) -> None:
     """Compile users/assign into users/cdb atomically, as qmail-newu does."""
-    import os
-
-    from cdblib import Writer
+    from vpop.files import write_cdb
 
     users = qmail_home + "/users"
     with open(users + "/assign", "rb") as handle:
         records = compile_assign(handle.read(), users + "/assign")
-    tmp = users + "/cdb.tmp"
-    with open(tmp, "wb") as handle:
-        writer = Writer(handle)
-        for key, data in records:
-            writer.put(key, data)
-        writer.finalize()
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.chmod(tmp, 0o644)
-    os.rename(tmp, users + "/cdb")
+    write_cdb(users + "/cdb", records)

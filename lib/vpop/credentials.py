@@ -153,7 +153,11 @@ def read_sqlserver(path: str, log=None, fatal_if_world_readable: bool = False) -
         if mode & stat.S_IROTH:
             text = (f"{path} is readable by every local user and holds the database password; "
                     f"fix: chgrp it to a group of qmaild/qmailp/qmails and chmod 640")
+            # Logged in both cases: qmail-getpw runs with stderr closed, so a refusal that is not
+            # logged would defer every delivery without a word.
             if fatal_if_world_readable:
+                if log is not None:
+                    log.send(text + "; refused (sqlserver_world_readable = refuse)", "err")
                 raise ConfigError(path, None, "world-readable (sqlserver_world_readable = refuse)")
             if log is not None:
                 log.send(text, "warning")

@@ -53,31 +53,22 @@ def _mtime(path: str) -> float | None:
 
 
 def write_vpasswd(domain_dir: str, lines: list[str], uid: int | None = None, gid: int | None = None) -> None:
-    """Write ``vpasswd`` and ``vpasswd.cdb`` atomically from vpasswd lines (caller holds the lock)."""
-    from cdblib import Writer
+    """Write ``vpasswd`` and ``vpasswd.cdb`` atomically from vpasswd lines (caller holds the lock).
 
-    text = "".join(line + "\n" for line in lines)
-    vpasswd = domain_dir + "/vpasswd"
-    tmp = f"{vpasswd}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-        if uid is not None:
-            os.fchown(handle.fileno(), uid, gid)
-    cdb_tmp = domain_dir + "/cdb.tmp"
-    with open(cdb_tmp, "wb") as handle:
-        writer = Writer(handle)
-        for line in lines:
-            name, _, rest = line.partition(":")
-            writer.put(name.encode("utf-8", "surrogateescape"), rest.encode("utf-8", "surrogateescape"))
-        writer.finalize()
-        handle.flush()
-        os.fsync(handle.fileno())
-        if uid is not None:
-            os.fchown(handle.fileno(), uid, gid)
-    os.rename(tmp, vpasswd)
-    os.rename(cdb_tmp, domain_dir + "/vpasswd.cdb")
+    Mode 0600: both hold password hashes (vpopmail writes them under umask 077).
+    """
+    from vpop.files import replace_file, write_cdb
+
+    def encode(text: str) -> bytes:
+        return text.encode("utf-8", "surrogateescape")
+
+    replace_file(domain_dir + "/vpasswd", lambda f: f.write(encode("".join(line + "\n" for line in lines))),
+                 uid, gid, 0o600)
+    pairs = []
+    for line in lines:
+        name, _, rest = line.partition(":")
+        pairs.append((encode(name), encode(rest)))
+    write_cdb(domain_dir + "/vpasswd.cdb", pairs, uid, gid, 0o600)
 
 
 class VpasswdLock:

@@ -102,10 +102,15 @@ class MysqlStore(Store):
 
     def open_relay(self, ip: str, now: int) -> None:
         """Record the IP in ``relay``; rebuild tcp.smtp.cdb when it is new (one affected row)."""
+        from vpop import relay
+
+        ip = relay.check_ip(ip)
+        if len(ip) > 18:  # relay.ip_addr is char(18): an IPv6 address would be cut, not matched
+            return
         affected = self.db.execute("REPLACE INTO relay (ip_addr, timestamp) VALUES (%s, %s)",
                                    (ip, str(now)), create=RELAY_TABLE)
         if affected == 1 and self.settings.rebuild_tcpserver_file:
-            from vpop import relay, tcprules
+            from vpop import tcprules
 
             cutoff = int(time.time()) - self.settings.relay_clear_minutes * 60
             rows = self.db.query("SELECT ip_addr FROM relay WHERE timestamp > %s", (str(cutoff),))

@@ -1,0 +1,105 @@
+"""Files written atomically: a temporary file, fsync, rename, fsync of the directory.
+
+Every cdb the programs write (``users/cdb``, ``vpasswd.cdb``, ``tcp.smtp.cdb``,
+``morercpthosts.cdb``) goes through :func:`write_cdb`, laid out exactly as djb's
+``cdb_make`` lays it out.
+"""
+
+import os
+
+from vpop.errors import TemporaryFailure
+
+TYPE_CHECKING = False  # typing costs import time; the names below are only for annotations
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from typing import BinaryIO
+
+
+def fill_cdb(fileobj: "BinaryIO", pairs: "Iterable[tuple[bytes, bytes]]") -> None:
+    """Write a cdb laid out exactly as djb's ``cdb_make`` does.
+
+    Records go through ``cdblib.Writer.put``, but the hash tables are written here: pure-cdb's
+    ``Writer.finalize`` takes a slot holding a key whose hash is 0 for empty and overwrites it
+    (``=ctejawes`` is such a key), where ``cdb_make`` tests the record position, which is never 0.
+    """
+    import struct
+
+    import cdblib
+
+    pair = struct.Struct("<LL")
+    writer = cdblib.Writer(fileobj)  # writes the 2048-byte header placeholder
+    tables: list[list[tuple[int, int]]] = [[] for _ in range(256)]
+    for key, data in pairs:
+        position = fileobj.tell()
+        writer.put(key, data)
+        digest = cdblib.djb_hash(key) & 0xFFFFFFFF
+        tables[digest & 0xFF].append((digest, position))
+    index = []
+    for table in tables:
+        size = 2 * len(table)
+        slots: list[tuple[int, int] | None] = [None] * size
+        for entry in table:
+            where = (entry[0] >> 8) % size
+            while slots[where] is not None:
+                where = (where + 1) % size
+            slots[where] = entry
+        index.append(pair.pack(fileobj.tell(), size))
+        fileobj.write(b"".join(pair.pack(*(slot or (0, 0))) for slot in slots))
+    fileobj.seek(0)
+    fileobj.write(b"".join(index))
+
+
+def replace_file(
+    path: str, fill: "Callable[[BinaryIO], object]", uid: int | None = None, gid: int | None = None,
+    mode: int = 0o644,
+) -> None:
+    """Atomically replace ``path`` with what ``fill(fileobj)`` writes.
+
+    Written to ``<path>.tmp.<pid>`` (created ``O_NOFOLLOW``), set to ``mode`` whatever the umask,
+    chowned to ``uid``/``gid`` when ``uid`` is given, fsynced, renamed over ``path``; then the
+    directory is fsynced.  The tmp file is removed on any failure; an ``OSError`` becomes
+    :class:`TemporaryFailure`.
+    """
+    tmp = f"{path}.tmp.{os.getpid()}"
+    try:
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        raise TemporaryFailure(f"cannot create {tmp}: {exc}") from exc
+    try:
+        with os.fdopen(fd, "w+b") as fileobj:
+            fill(fileobj)
+            fileobj.flush()
+            os.fchmod(fileobj.fileno(), mode)
+            if uid is not None:
+                os.fchown(fileobj.fileno(), uid, -1 if gid is None else gid)
+            os.fsync(fileobj.fileno())
+        os.rename(tmp, path)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise TemporaryFailure(f"cannot write {path}: {exc}") from exc
+        raise
+    _fsync_dir(os.path.dirname(path) or ".")
+
+
+def _fsync_dir(directory: str) -> None:
+    """Make a rename durable; failing here is not worth failing the update for."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_cdb(path: str, pairs: "Iterable[tuple[bytes, bytes]]", uid: int | None = None,
+              gid: int | None = None, mode: int = 0o644) -> None:
+    """Atomically replace ``path`` with a cdb of the (key, data) ``pairs``, in their order."""
+    replace_file(path, lambda fileobj: fill_cdb(fileobj, pairs), uid, gid, mode)
