@@ -8,9 +8,11 @@ socket and recorder (for vchkpw) are the Tree's.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,47 @@ def load_qmail_schema(db: Mapping[str, Any]) -> None:
     with conn, conn.cursor() as cur:
         for statement in statements:
             cur.execute(statement)
+
+
+@contextlib.contextmanager
+def qmail_database(mariadb: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    """A database with the qmail-mysql tables and its own user, for a whole module (a ``mysql_db``
+    per test costs ~0.4 s; :func:`empty_tables` resets this one in a few ms).  Same keys as ``mysql_db``.
+    """
+    import pymysql
+
+    suffix = secrets.token_hex(4)
+    db = {"database": f"q_{suffix}", "user": f"qm_{suffix}", "password": secrets.token_hex(12),
+          "host": mariadb["host"], "port": mariadb["port"], "unix_socket": mariadb["unix_socket"],
+          "root": {"unix_socket": mariadb["unix_socket"], "user": "root", "password": ""}}
+    conn = pymysql.connect(autocommit=True, **db["root"])
+    with conn, conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE `{db['database']}`")
+        for host in ("%", "localhost"):
+            cur.execute("CREATE USER %s@%s IDENTIFIED BY %s", (db["user"], host, db["password"]))
+            cur.execute(f"GRANT ALL PRIVILEGES ON `{db['database']}`.* TO %s@%s", (db["user"], host))
+    try:
+        load_qmail_schema(db)
+        yield db
+    finally:
+        conn = pymysql.connect(autocommit=True, **db["root"])
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = %s", (db["user"],))
+            for (thread_id,) in cur.fetchall():
+                with contextlib.suppress(pymysql.err.OperationalError):
+                    cur.execute("KILL %s", (thread_id,))
+            cur.execute(f"DROP DATABASE IF EXISTS `{db['database']}`")
+            for host in ("%", "localhost"):
+                cur.execute("DROP USER IF EXISTS %s@%s", (db["user"], host))
+
+
+def empty_tables(db: Mapping[str, Any]) -> None:
+    """Re-create missing tables (a test may drop one) and delete every row."""
+    load_qmail_schema(db)
+    conn = mysql_connect(db)
+    with conn, conn.cursor() as cur:
+        for table in ("mailbox", "alias", "virtual", "rcpthosts"):
+            cur.execute(f"DELETE FROM `{table}`")
 
 
 def sqlserver_text(db: Mapping[str, Any], *, tcp: bool = False) -> str:

@@ -20,15 +20,29 @@ from typing import Any
 
 import pytest
 from helpers import VPOPMAIL_GID, VPOPMAIL_UID, program, remove_tree, shared_tmpdir
-from qmysql import POPUSER_UID, USERS_GID, QmailMysqlTree, getpw_fields, load_qmail_schema, sqlserver_text
+from qmysql import (
+    POPUSER_UID,
+    USERS_GID,
+    QmailMysqlTree,
+    empty_tables,
+    getpw_fields,
+    qmail_database,
+    sqlserver_text,
+)
 
 from qmail_getpw.main import TEMPORARY_ERRNOS, home_owned
 
 
+@pytest.fixture(scope="module")
+def module_db(mariadb: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    with qmail_database(mariadb) as db:
+        yield db
+
+
 @pytest.fixture
-def db(mysql_db: dict[str, Any]) -> dict[str, Any]:
-    load_qmail_schema(mysql_db)
-    return mysql_db
+def db(module_db: dict[str, Any]) -> dict[str, Any]:
+    empty_tables(module_db)
+    return module_db
 
 
 @pytest.fixture

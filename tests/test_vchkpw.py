@@ -78,6 +78,14 @@ def test_pop_login_success(tree: Tree) -> None:
     assert text.endswith("]: " + OK_LINE)
 
 
+def test_log_name_setting(tree: Tree) -> None:
+    tree.write_settings(log_name="vpop-test")
+    done, record = tree.login(pop())
+    assert done.returncode == 0, done.stderr
+    (raw,) = tree.syslog_records()
+    assert b" vpop-test[" in raw and raw.endswith(OK_LINE.encode())
+
+
 def test_wrong_password_is_refused(tree: Tree) -> None:
     done, record = tree.login(pop(password="wrong"))
     assert done.returncode == 1
@@ -223,6 +231,21 @@ def test_invalid_characters(tree: Tree, login: str) -> None:
     assert tree.syslog_lines() == [f"vchkpw-pop3: invalid user/domain characters "
                                    f"{login.lower().replace(chr(1), '?')}:{REMOTE_IP}"]
     assert snapshot(tree.root) == before
+
+
+def test_login_that_is_not_utf8(tree: Tree) -> None:
+    done, record = tree.login(pop(b"b\xffob@example.com"))
+    assert done.returncode == 1 and record is None
+    (line,) = tree.syslog_lines()
+    assert line.startswith("vchkpw-pop3: invalid user/domain characters b")
+
+
+def test_overlong_user_name(tree: Tree) -> None:
+    done, record = tree.login(pop("a" * 65 + "@example.com"))
+    assert done.returncode == 1 and record is None
+    long_name = "a" * 65
+    assert tree.syslog_lines() == [
+        f"vchkpw-pop3: invalid user/domain characters {long_name}@example.com:{REMOTE_IP}"]
 
 
 def test_invalid_characters_in_an_existing_domain_leave_no_trace(tree: Tree) -> None:
@@ -695,6 +718,16 @@ def test_lastauth_file(tree: Tree) -> None:
     assert before - 2 <= lastauth.stat().st_mtime <= time.time() + 2
     done, record = tree.login(pop(), TCPREMOTEIP="198.51.100.7")
     assert lastauth.read_bytes() == b"198.51.100.7"
+
+
+def test_lastauth_symlink_is_not_followed(tree: Tree) -> None:
+    outside = tree.root / "outside.txt"
+    outside.write_text("precious\n")
+    (Path(tree.bob.dir) / "lastauth").symlink_to(outside)
+    done, record = tree.login(pop())
+    assert done.returncode == 0, done.stderr
+    assert outside.read_text() == "precious\n"
+    assert (outside.stat().st_uid, outside.stat().st_gid) == (0, 0)
 
 
 def test_no_lastauth_on_failure(tree: Tree) -> None:

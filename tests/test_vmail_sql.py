@@ -95,10 +95,14 @@ def add_forwarder(db: Mapping[str, Any], local: str, remote: str, domain: str = 
         domain, local, remote)
 
 
-def write_credentials(tree: Tree, *lines: Mapping[str, Any]) -> Path:
-    """The vmail-sql credentials file: read line, then the optional update line (uid 89, mode 0600)."""
+def write_credentials(tree: Tree, *lines: Mapping[str, Any], tcp: bool = True) -> Path:
+    """The vmail-sql credentials file: read line, then the optional update line (uid 89, mode 0600).
+
+    TCP by default: the session's server socket lies in a root-only directory, out of uid 89's reach.
+    """
     path: Path = tree.vmail_creds
-    path.write_text("# read server, then update server\n" + "".join(mysql_line(db) + "\n" for db in lines))
+    text = "".join(mysql_line(db, tcp=tcp) + "\n" for db in lines)
+    path.write_text("# read server, then update server\n" + text)
     os.chown(path, VPOPMAIL_UID, VPOPMAIL_GID)
     path.chmod(0o600)
     return path
@@ -183,7 +187,9 @@ def mboxrd_unquote(body: bytes) -> bytes:
 # vchkpw: logins
 
 
-def test_login_local_at_domain(tree: Tree) -> None:
+@pytest.mark.parametrize("tcp", [True, False])
+def test_login_local_at_domain(tree: Tree, db: dict[str, Any], tcp: bool) -> None:
+    write_credentials(tree, db, tcp=tcp)
     done, record = login(tree, "bob@example.com")
     assert done.returncode == 0, done.stderr
     assert record is not None
