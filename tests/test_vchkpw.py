@@ -874,6 +874,31 @@ def test_malformed_vpopmail_mysql(tree: Tree, text: str, line: int) -> None:
         assert secret not in logged
 
 
+def test_defaultdomain_that_is_not_text(tree: Tree) -> None:
+    # An unreadable default domain is a broken installation: retry later, never "wrong password".
+    tree.write_etc("defaultdomain", b"\xff\xfeexample.com\n")
+    done, record = tree.login(pop("bob"))
+    assert done.returncode == 111, done.stderr
+    assert record is None
+    assert b"Traceback" not in done.stderr
+    assert done.stderr.startswith(b"vchkpw: internal error UnicodeDecodeError at /")
+    assert tree.syslog_lines()[-1].startswith("vchkpw-pop3: internal error UnicodeDecodeError at /")
+
+
+def test_vpopmail_mysql_password_that_is_not_text(tree: Tree) -> None:
+    tree.write_settings(store="mysql")
+    tree.write_etc("vpopmail.mysql", b"localhost|/nonexistent.sock|vpopmail|S3cr\xffet|vpopmail\n",
+                   mode=0o600)
+    for style in ("checkpassword", "vpopmail"):
+        tree.write_settings(exit_codes=style)
+        done, record = tree.login(pop())
+        assert done.returncode == 111, done.stderr
+        assert record is None
+        assert b"Traceback" not in done.stderr and b"S3cr" not in done.stderr
+        assert done.stderr.startswith(b"vchkpw: internal error UnicodeEncodeError at /")
+        assert not any("S3cr" in line for line in tree.syslog_lines())
+
+
 def test_vpopmail_mysql_missing(tree: Tree) -> None:
     tree.write_settings(store="mysql")
     done, record = tree.login(pop())

@@ -9,6 +9,7 @@ The userdb is ``prefetch``: the mail uid/gid (89) come from vchkpw's ``EXTRA=use
 from __future__ import annotations
 
 import imaplib
+import os
 import poplib
 import time
 from collections.abc import Callable, Iterator
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 from helpers import fd3_payload, program
-from tree import Tree
+from tree import Tree, read_record
 
 PASSWORD = "secret"
 MESSAGE = b"From: a@example.net\r\nTo: bob@example.com\r\nSubject: hello\r\n\r\nbody\r\n"
@@ -60,8 +61,6 @@ def put_message(tree: Tree, name: str) -> None:
     new = user_dir(tree, name) / "Maildir" / "new"
     path = new / f"{time.time_ns()}.test.{name}"
     path.write_bytes(MESSAGE)
-    import os
-
     os.chown(path, 89, 89)
 
 
@@ -167,8 +166,6 @@ def dovecot_env(tree: Tree, **extra: str) -> dict[str, str]:
 
 
 def run(tree: Tree, fd3: bytes, env: dict[str, str]) -> tuple[Any, dict[str, Any] | None]:
-    from tree import read_record
-
     out = tree.record_path()
     done = tree.run([program("vchkpw"), tree.recorder, str(out)], fd3, env)
     return done, read_record(out)

@@ -389,6 +389,28 @@ def main(argv: list[str] | None = None) -> int:
         if settings is not None and settings.exit_codes == "vpopmail":
             return exc.vpopmail_code
         return exc.exit_code
+    except Exception as exc:
+        # Anything unforeseen (a file that is not text, a driver error...) must not become Python's
+        # exit 1, "wrong password".  Name the place, not the message: it could quote a secret.
+        where = _raised_at(exc)
+        _stderr(f"vchkpw: internal error {exc.__class__.__name__} at {where}")
+        if login is not None and login.log is not None:
+            login.log.send(f"{login.log_name}: internal error {exc.__class__.__name__} at {where} "
+                           f"{login.who()}")
+        return 111
+
+
+def _raised_at(exc: BaseException) -> str:
+    """file:line of the innermost frame of our own code (else the innermost frame)."""
+    ours = last = "?"
+    tb = exc.__traceback__
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        last = f"{name}:{tb.tb_lineno}"
+        if "/vpop/" in name or "/vchkpw/" in name:
+            ours = last
+        tb = tb.tb_next
+    return ours if ours != "?" else last
 
 
 def _stderr(text: str) -> None:

@@ -115,7 +115,11 @@ def parse_sqlserver(text: str, path: str) -> Server:
         key = key.lower()
         if key not in _SQLSERVER_KEYS:
             expected = ", ".join(_SQLSERVER_KEYS)
-            raise ConfigError(path, number, f"unknown key '{key}' (expected one of {expected})")
+            # Never echo what may be a password run into its key ("password:secret").
+            shown = f" '{key}'" if len(key) <= 20 and key.replace("_", "").isalnum() and key.isascii() \
+                and not key.startswith("pass") else ""
+            raise ConfigError(path, number, f"unknown key{shown} (expected one of {expected}; "
+                                            f"key and value are separated by blanks or '=')")
         if key in values:
             raise ConfigError(path, number, f"'{key}' is given twice")
         if value == "" and key != "password":

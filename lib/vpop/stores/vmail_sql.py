@@ -149,9 +149,14 @@ class VmailSqlStore(Store):
         return f"{domain.dir}/{name}"
 
     def forwarders(self, local: str, domain: Domain) -> list[str]:
-        """``forwarder.remote_name`` rows for the local part (several rows = several targets)."""
-        rows = self.db.query("SELECT remote_name FROM forwarder WHERE domain_name = %s AND local_part = %s",
-                             (domain.real, local))
+        """``forwarder.remote_name`` rows for the local part (several rows = several targets).
+
+        As Exim's director: rows under the real domain or under the alias the mail came for.
+        A missing table is a doubt (111), not "no forwarders".
+        """
+        rows = self.db.query("SELECT remote_name FROM forwarder WHERE domain_name IN (%s, %s) "
+                             "AND local_part = %s", (domain.real, domain.name, local),
+                             missing_table_ok=False)
         return [str(row[0]).strip() for row in rows if row[0] and str(row[0]).strip()]
 
     def close(self) -> None:
