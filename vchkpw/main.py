@@ -384,8 +384,8 @@ def main(argv: list[str] | None = None) -> int:
             _stderr(f"vchkpw: {exc.message}")
             if login is not None and login.log is not None and not isinstance(exc, ConfigError):
                 login.log.send(f"{login.log_name}: {exc.message} {login.who()}")
-        if login is not None and login.dovecot and login.lookup_only and exc.vpopmail_code == 3:
-            return 3  # Dovecot userdb lookup: user unknown
+        if login is not None and login.dovecot and login.lookup_only and isinstance(exc, AuthFailure):
+            return 3  # Dovecot userdb lookup: no such user (whatever the reason)
         if settings is not None and settings.exit_codes == "vpopmail":
             return exc.vpopmail_code
         return exc.exit_code
