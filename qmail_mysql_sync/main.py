@@ -157,7 +157,8 @@ def run(dry_run: bool) -> int:
     site_assign = [line for line in read_lines(users + "/assign") or []
                    if line != "." and not line.startswith((f"={prefix}-", f"+{prefix}-"))]
     assign_text = "".join(line + "\n" for line in site_assign + plan.assign) + ".\n"
-    os.makedirs(users, exist_ok=True)
+    if not dry_run:
+        os.makedirs(users, exist_ok=True)
     if sync.put(users + "/assign", assign_text) and not dry_run:
         rebuild_users_cdb(qmail)
 

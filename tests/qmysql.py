@@ -147,8 +147,8 @@ class QmailMysqlTree(Tree):
                  (username, alias, alias_username, alias_host))
 
     def virtual(self, username: str, ext: str, virtual_username: str, virtual_host: str) -> None:
-        self.sql("INSERT INTO virtual (username, ext, virtual_username, virtual_host) VALUES (%s, %s, %s, %s)",
-                 (username, ext, virtual_username, virtual_host))
+        self.sql("INSERT INTO virtual (username, ext, virtual_username, virtual_host) "
+                 "VALUES (%s, %s, %s, %s)", (username, ext, virtual_username, virtual_host))
 
     def rcpthost(self, host: str) -> None:
         self.sql("INSERT INTO rcpthosts (host) VALUES (%s)", (host,))

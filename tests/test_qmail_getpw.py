@@ -53,7 +53,7 @@ def site(db: dict[str, Any]) -> Iterator[QmailMysqlTree]:
 
 @pytest.fixture
 def faq(site: QmailMysqlTree) -> QmailMysqlTree:
-    """The FAQ's example: mailbox iain and iain-sanity (800:100), alias row (iain, slowlaris, ., /Maildir/)."""
+    """The FAQ's example: mailbox iain and iain-sanity (800:100); alias (iain, slowlaris, ., /Maildir/)."""
     site.iain = site.home("home/mail/iain")
     site.sanity = site.home("home/mail/sanity")
     site.mailbox("iain", POPUSER_UID, USERS_GID, site.iain)
@@ -228,6 +228,8 @@ def test_alias_from_passwd(faq: QmailMysqlTree, passwd_alias: pwd.struct_passwd)
 
 
 def test_no_alias_user_is_116(faq: QmailMysqlTree) -> None:
+    with pytest.raises(KeyError):  # precondition: no system "alias" user (the next test covers one)
+        pwd.getpwnam("alias")
     fails(faq.getpw("nobody-here"), 116)
 
 

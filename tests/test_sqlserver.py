@@ -18,7 +18,6 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from qmysql import POPUSER_UID, USERS_GID, QmailMysqlTree, empty_tables, getpw_fields, qmail_database
 from tree import REMOTE_IP
-
 from vpop.credentials import Server, parse_sqlserver, read_sqlserver
 from vpop.errors import ConfigError
 
@@ -57,7 +56,8 @@ def error(text: str) -> ConfigError:
     "server\tlocalhost\nlogin\t\tqmail\npassword \t s3cret\ndb\tqmail\n",
     "server    localhost\nlogin  qmail\npassword   s3cret\ndb     qmail\n",
     "server = localhost\nlogin= qmail\npassword =s3cret\ndb\t=\tqmail\n",
-    "# qmail's database\n\nserver localhost\n   # indented comment\nlogin qmail\n\n\npassword s3cret\ndb qmail\n#",
+    "# qmail's database\n\nserver localhost\n   # indented comment\nlogin qmail\n\n\npassword s3cret\n"
+    "db qmail\n#",
     "server localhost\r\nlogin qmail\r\npassword s3cret\r\ndb qmail\r\n",
     "server localhost  \nlogin qmail\t\npassword s3cret \t \ndb qmail   \n",
     "  server localhost\n\tlogin qmail\n password s3cret\n\t db qmail",  # leading blanks; no final newline
@@ -121,7 +121,7 @@ def test_port_and_socket_together() -> None:
     ("server localhost\nlogin qmail\npassword p\ndb qmail\nport 0\n", 5, ["port"]),
     ("server localhost\nlogin qmail\npassword p\ndb qmail\nport 65536\n", 5, ["port"]),
     ("server localhost\nlogin qmail\npassword p\ndb qmail\nport 33o6\n", 5, ["port"]),
-    ("server localhost\nlogin qmail\npassword p\ndb qmail\nsocket tmp/mysql.sock\n", 5, ["socket", "absolute"]),
+    ("server localhost\nlogin qmail\npassword p\ndb qmail\nsocket tmp/my.sock\n", 5, ["socket", "absolute"]),
 ])
 def test_refused_lines(text: str, line: int, words: list[str]) -> None:
     exc = error(text)

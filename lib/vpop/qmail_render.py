@@ -59,6 +59,17 @@ def _clean(value: str) -> bool:
     return bool(value) and not any(c in ":/\\" or ord(c) <= 32 for c in value)
 
 
+def home_owned(user: Identity) -> bool:
+    """qmail-getpw's test (uid != 0, stat(home).st_uid == uid): only then are .qmail files written there
+    -- never as root into a missing directory or one that belongs to someone else."""
+    import os
+
+    try:
+        return user.uid != 0 and user.home.startswith("/") and os.stat(user.home).st_uid == user.uid
+    except OSError:
+        return False
+
+
 def alias_line(alias_username: str, alias_host: str) -> str | None:
     """The .qmail line of one alias row, or None when the row makes no delivery."""
     if alias_username in (".", "/", "|"):
@@ -126,6 +137,10 @@ def render(virtual_rows, alias_rows, rcpthost_rows, manual_hosts: list[str], fin
         if alias_user is None:
             plan.problems.append(f"virtual {host}: no 'alias' user for the catch-all/bounce file, skipped")
             continue
+        if not home_owned(alias_user):
+            plan.problems.append(f"virtual {host}: home {alias_user.home} of the 'alias' user is missing or "
+                                 f"not owned by uid {alias_user.uid}, skipped")
+            continue
         plan.assign.append(f"+{base}-:{alias_user.name}:{alias_user.uid}:{alias_user.gid}:"
                            f"{alias_user.home}:-:{base}-:")
         if catchall is None:
@@ -156,6 +171,10 @@ def render(virtual_rows, alias_rows, rcpthost_rows, manual_hosts: list[str], fin
         owner = find_user(username.lower())
         if owner is None or not owner.home.startswith("/"):
             plan.problems.append(f"{key}: user {username} is neither in mailbox nor in passwd, skipped")
+            continue
+        if not home_owned(owner):
+            plan.problems.append(f"{key}: home {owner.home} of {owner.name} is missing or not owned by uid "
+                                 f"{owner.uid}, skipped")
             continue
         name = ".qmail" if not alias else (".qmail-default" if alias == "@" else f".qmail-{safe_ext(alias)}")
         path = f"{owner.home}/{name}"
