@@ -304,3 +304,12 @@ def world_tmp() -> Iterator[Path]:
         yield path
     finally:
         remove_tree(path)
+
+
+@pytest.fixture(scope="module")
+def qmail_db(mariadb: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """A qmail-mysql database (conf/schema/qmail-mysql.sql) shared by one test module."""
+    from qmysql import qmail_database
+
+    with qmail_database(mariadb) as db:
+        yield db

@@ -26,23 +26,16 @@ from qmysql import (
     QmailMysqlTree,
     empty_tables,
     getpw_fields,
-    qmail_database,
     sqlserver_text,
 )
 
 from qmail_getpw.main import TEMPORARY_ERRNOS, home_owned
 
 
-@pytest.fixture(scope="module")
-def module_db(mariadb: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    with qmail_database(mariadb) as db:
-        yield db
-
-
 @pytest.fixture
-def db(module_db: dict[str, Any]) -> dict[str, Any]:
-    empty_tables(module_db)
-    return module_db
+def db(qmail_db: dict[str, Any]) -> dict[str, Any]:
+    empty_tables(qmail_db)
+    return qmail_db
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from qmailfiles import (
     parse_virtualdomains,
     route,
 )
-from qmysql import POPUSER_UID, USERS_GID, QmailMysqlTree, empty_tables, qmail_database, sqlserver_text
+from qmysql import POPUSER_UID, USERS_GID, QmailMysqlTree, empty_tables, sqlserver_text
 from tree import snapshot
 
 ME = "mail.example.net"
@@ -60,18 +60,12 @@ SITE_ASSIGN = "=postmaster:postie:900:100:/var/postie:::\n+lists-:lists:901:100:
 SITE_VIRTUALDOMAINS = "legacy.example.org:legacy\n"
 
 
-@pytest.fixture(scope="module")
-def module_db(mariadb: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    with qmail_database(mariadb) as db:
-        yield db
-
-
 @pytest.fixture
-def site(module_db: dict[str, Any]) -> Iterator[QmailMysqlTree]:
+def site(qmail_db: dict[str, Any]) -> Iterator[QmailMysqlTree]:
     """The seed's tables, mailbox users 800:100 with homes, control/me, locals, a hand-kept rcpthosts,
     the site's own users/assign and virtualdomains lines."""
-    empty_tables(module_db)
-    with QmailMysqlTree(module_db) as t:
+    empty_tables(qmail_db)
+    with QmailMysqlTree(qmail_db) as t:
         t.homes = {}
         for user in USERS:
             t.homes[user] = t.home(f"home/mail/{user}", mode=0o755)

@@ -16,7 +16,7 @@ import pytest
 from helpers import fd3_payload
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from qmysql import POPUSER_UID, USERS_GID, QmailMysqlTree, empty_tables, getpw_fields, qmail_database
+from qmysql import POPUSER_UID, USERS_GID, QmailMysqlTree, empty_tables, getpw_fields
 from tree import REMOTE_IP
 from vpop.credentials import Server, parse_sqlserver, read_sqlserver
 from vpop.errors import ConfigError
@@ -224,17 +224,11 @@ def test_well_formed_files_round_trip(host: str, user: str, password: str, datab
 # The file as the programs read it
 
 
-@pytest.fixture(scope="module")
-def module_db(mariadb: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    with qmail_database(mariadb) as db:
-        yield db
-
-
 @pytest.fixture
-def site(module_db: dict[str, Any]) -> Iterator[QmailMysqlTree]:
+def site(qmail_db: dict[str, Any]) -> Iterator[QmailMysqlTree]:
     """iain (800:100, Password 'flibble') in mailbox; control/sqlserver 0640."""
-    empty_tables(module_db)
-    with QmailMysqlTree(module_db) as t:
+    empty_tables(qmail_db)
+    with QmailMysqlTree(qmail_db) as t:
         t.iain = t.home("home/mail/iain")
         t.mailbox("iain", POPUSER_UID, USERS_GID, t.iain, "flibble", "Password")
         yield t
@@ -246,8 +240,8 @@ def test_read_sqlserver_unreadable(tmp_path: Path) -> None:
     assert info.value.path == str(tmp_path / "sqlserver") and "cannot read" in info.value.message
 
 
-def test_programs_read_every_form(site: QmailMysqlTree, module_db: dict[str, Any]) -> None:
-    db = module_db
+def test_programs_read_every_form(site: QmailMysqlTree, qmail_db: dict[str, Any]) -> None:
+    db = qmail_db
     expected = getpw_fields("iain", 800, 100, site.iain, "-", "x")
     forms = [
         f"# qmail-mysql\r\n\r\nserver\tlocalhost\r\nlogin = {db['user']}\r\npassword={db['password']}  \r\n"

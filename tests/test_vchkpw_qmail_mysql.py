@@ -21,7 +21,6 @@ from qmysql import (
     QmailMysqlTree,
     empty_tables,
     getpw_fields,
-    qmail_database,
     sqlserver_text,
 )
 from tree import REMOTE_IP
@@ -73,17 +72,11 @@ def test_mysql_password_verify_refuses_other_shapes(stored: str) -> None:
 # vchkpw
 
 
-@pytest.fixture(scope="module")
-def module_db(mariadb: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    with qmail_database(mariadb) as db:
-        yield db
-
-
 @pytest.fixture
-def site(module_db: dict[str, Any]) -> Iterator[QmailMysqlTree]:
+def site(qmail_db: dict[str, Any]) -> Iterator[QmailMysqlTree]:
     """mailbox: dmp (Password flibble, the configuration page's example) and bob@example.com."""
-    empty_tables(module_db)
-    with QmailMysqlTree(module_db) as t:
+    empty_tables(qmail_db)
+    with QmailMysqlTree(qmail_db) as t:
         t.dmp = t.home("mail/dmp")
         t.mailbox("dmp", POPUSER_UID, USERS_GID, t.dmp, "flibble", "Password")
         t.bob = t.home("mail/example.com/bob", uid=801, gid=101)

@@ -99,6 +99,33 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+def read_chunks(fd: int, offset: int, chunk: int):
+    """Yield the contents of ``fd`` from ``offset`` to its end in pieces of at most ``chunk``.
+
+    ``pread`` keeps the descriptor's position alone (a delivery program shares it); a
+    descriptor that cannot seek (a pipe) is read sequentially instead.  Errors are raised as
+    ``OSError`` for the caller to word.
+    """
+    import errno
+
+    seekable = True
+    while True:
+        if seekable:
+            try:
+                data = os.pread(fd, chunk, offset)
+            except OSError as exc:
+                if exc.errno != errno.ESPIPE:
+                    raise
+                seekable = False
+                data = os.read(fd, chunk)
+        else:
+            data = os.read(fd, chunk)
+        if not data:
+            return
+        offset += len(data)
+        yield data
+
+
 def write_cdb(path: str, pairs: "Iterable[tuple[bytes, bytes]]", uid: int | None = None,
               gid: int | None = None, mode: int = 0o644) -> None:
     """Atomically replace ``path`` with a cdb of the (key, data) ``pairs``, in their order."""

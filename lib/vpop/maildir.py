@@ -190,20 +190,13 @@ def _copy_message(out_fd: int, in_fd: int, offset: int, chunk: int) -> int:
     a non-seekable input (pipe) is read sequentially instead.  Read errors are raised as
     ``TemporaryFailure`` directly, write errors as ``OSError`` (the caller maps them).
     """
+    from vpop.files import read_chunks
+
     total = 0
-    seekable = True
+    chunks = read_chunks(in_fd, offset, chunk)
     while True:
         try:
-            if seekable:
-                try:
-                    data = os.pread(in_fd, chunk, offset + total)
-                except OSError as exc:
-                    if exc.errno != errno.ESPIPE or total:
-                        raise
-                    seekable = False
-                    data = os.read(in_fd, chunk)
-            else:
-                data = os.read(in_fd, chunk)
+            data = next(chunks, b"")
         except OSError as exc:
             raise TemporaryFailure(f"read failed errno = {exc.errno}\n{SYSTEM_ERROR}") from exc
         if not data:

@@ -276,24 +276,16 @@ def _copy_quoted(out_fd: int, in_fd: int, offset: int, chunk: int, at_start: boo
     """Copy the message quoted, then the closing newline(s); read errors -> TemporaryFailure."""
     quoter = _Quoter(at_start)
     last = b"\n"  # an empty message gets no extra newline
-    seekable = True
+    from vpop.files import read_chunks
+
+    chunks = read_chunks(in_fd, offset, chunk)
     while True:
         try:
-            if seekable:
-                try:
-                    data = os.pread(in_fd, chunk, offset)
-                except OSError as exc:
-                    if exc.errno != errno.ESPIPE:
-                        raise
-                    seekable = False
-                    data = os.read(in_fd, chunk)
-            else:
-                data = os.read(in_fd, chunk)
+            data = next(chunks, b"")
         except OSError as exc:
             raise TemporaryFailure(f"Unable to read message: {error_str(exc.errno)}. (#4.3.0)") from exc
         if not data:
             break
-        offset += len(data)
         last = data[-1:]
         _write_all(out_fd, b"".join(quoter.feed(data)))
     tail = quoter.flush()
