@@ -89,7 +89,7 @@ def sandbox(store: str = "cdb", mysql: dict | None = None) -> tuple[str, str, st
     return config, base, domain_dir
 
 
-def measure_store(runs: int, floor: float, store: str, budgets: tuple[float, float],
+def measure_store(runs: int, store: str, budgets: tuple[float, float],
                   mysql: dict | None = None) -> None:
     """A login through vchkpw and a 4 KB delivery through vdelivermail on one store."""
     from vpop.qmailenv import virtual_delivery_environ
@@ -111,7 +111,7 @@ def measure_store(runs: int, floor: float, store: str, budgets: tuple[float, flo
     report(f"vdelivermail 4 KB, {store} store", seconds, floor, budgets[1])
 
 
-def measure_getpw(runs: int, floor: float, db: dict) -> None:
+def measure_getpw(runs: int, db: dict) -> None:
     """qmail-getpw for an existing mailbox user on the qmail-mysql store."""
     import pymysql
 
@@ -141,7 +141,7 @@ def measure_getpw(runs: int, floor: float, db: dict) -> None:
     report("qmail-getpw, qmail-mysql store", seconds, floor, 5.0)
 
 
-def measure_vmail_sql(runs: int, floor: float, db: dict) -> None:
+def measure_vmail_sql(runs: int, db: dict) -> None:
     """A popbox login (MD5-crypt) and a 4 KB mbox delivery on the vmail-sql store."""
     import pymysql
     from vpop.passwords import make_hash
@@ -223,15 +223,15 @@ def main() -> int:
     floor = median_of(args.runs, FLOOR_ARGV, FLOOR_ENV)
     print(f"floor: {PYTHON} -I -c pass: {floor * 1000:.2f} ms (median of {args.runs})")
 
-    measure_store(args.runs, floor, "cdb", (1.6, 1.8))
+    measure_store(args.runs, "cdb", (1.6, 1.8))
     sys.path.insert(0, os.path.join(ROOT, "tests"))
     from servers import private_mariadb
 
     with private_mariadb() as server:
         db = mysql_database(server)
-        measure_store(args.runs, floor, "mysql", (5.0, 5.0), db)
-        measure_getpw(args.runs, floor, db)
-        measure_vmail_sql(args.runs, floor, db)
+        measure_store(args.runs, "mysql", (5.0, 5.0), db)
+        measure_getpw(args.runs, db)
+        measure_vmail_sql(args.runs, db)
     return 0
 
 
