@@ -117,7 +117,9 @@ def run(dry_run: bool) -> int:
         raise ConfigError(settings.path, None, "qmail-mysql-sync needs store = qmail-mysql")
     qmail = settings.qmail_home
     control = qmail + "/control"
-    store = open_store(settings)
+    from vpop import log as vlog
+
+    store = open_store(settings, vlog.Logger("qmail-mysql-sync", settings.logging, settings.syslog_socket))
     prefix = settings.virtual_prefix
     table_hosts = [row for row in store.rows("rcpthosts", "host")]
     manual = read_lines(settings.rcpthosts_manual)
