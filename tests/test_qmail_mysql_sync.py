@@ -541,3 +541,15 @@ def test_qmailfiles_follows_qmail_documentation(tmp_path: Path) -> None:
                                                   ".qmail-default"]
     assert dot_qmail_candidates("", "") == [".qmail", ".qmaildefault"]
     assert dot_qmail_candidates("-", "A.B") == [".qmail-a:b", ".qmail-default"]
+
+
+def test_world_readable_sqlserver_warns(site: QmailMysqlTree) -> None:
+    site.syslog_records()
+    sync_ok(site)
+    assert site.syslog_records() == []  # 0640: nothing to say
+    os.chmod(site.sqlserver, 0o644)
+    sync_ok(site)
+    records = [r.decode() for r in site.syslog_records()]
+    assert len(records) == 1, records
+    assert " qmail-mysql-sync[" in records[0] and str(site.sqlserver) in records[0]
+    assert "chmod 640" in records[0]
