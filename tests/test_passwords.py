@@ -1,9 +1,8 @@
 """Password schemes (vpop.passwords): crypt(3) families, {SCHEME} prefixes, APOP and CRAM-MD5,
 then one real login through the installed vchkpw per family.
 
-Hashes are made with passlib where it can (libpass here has no bcrypt backend without the
-``bcrypt`` package): bcrypt vectors are the published OpenBSD/John-the-Ripper ones, plus hashes
-made by the C library's crypt(3) for fresh salts.
+Hashes are made with passlib; bcrypt vectors are also the published OpenBSD/John-the-Ripper
+ones, plus hashes made by the C library's crypt(3) for fresh salts.
 """
 
 from __future__ import annotations
@@ -133,6 +132,15 @@ def test_non_utf8_password_bytes() -> None:
 def test_non_utf8_password_against_bcrypt_does_not_raise() -> None:
     stored = bcrypt_hash("whatever", "2b")
     assert passwords.verify(b"\xff\xfe", stored) is False
+
+
+def test_non_utf8_password_against_bcrypt() -> None:
+    # _crypt takes str only; such passwords go to passlib, whose bcrypt backend is the bcrypt package.
+    stored = passwords.make_hash("x", "bcrypt")
+    assert stored.startswith("$2b$") and passwords.verify(b"x", stored)
+    stored = ph.bcrypt.hash(b"p\xe4ss")
+    assert passwords.verify(b"p\xe4ss", stored)
+    assert not passwords.verify(b"p\xe4sS", stored)
 
 
 def test_utf8_password() -> None:
