@@ -484,13 +484,24 @@ def test_deleted_user_dir_is_recreated(tree: Tree) -> None:
         assert (path.stat().st_uid, path.stat().st_mode & 0o777) == (VPOPMAIL_UID, 0o750)
 
 
-def test_missing_maildir_below_an_existing_user_dir_defers(tree: Tree) -> None:
-    """vpopmail re-creates a missing user directory only; a missing Maildir is a temporary failure."""
+def test_missing_maildir_below_an_existing_user_dir_is_recreated(tree: Tree) -> None:
+    """vpopmail re-created only a missing user directory (a missing Maildir deferred until the
+    mail bounced); we make the Maildir too, with the user directory's owner and mode."""
     shutil.rmtree(Path(tree.bob.dir, "Maildir"))
     done = tree.deliver("bob@example.com", MESSAGE)
+    assert (done.returncode, done.stdout) == (0, b"")
+    assert delivered(tree.bob.dir) == [HEADERS + MESSAGE]
+    for sub in ("", "cur", "new", "tmp"):
+        path = Path(tree.bob.dir, "Maildir", sub)
+        assert (path.stat().st_uid, path.stat().st_mode & 0o777) == (VPOPMAIL_UID, 0o750)
+
+
+def test_unmakeable_maildir_defers(tree: Tree) -> None:
+    shutil.rmtree(Path(tree.bob.dir, "Maildir"))
+    Path(tree.bob.dir, "Maildir").write_text("a file where the Maildir should be\n")
+    done = tree.deliver("bob@example.com", MESSAGE)
     assert done.returncode == 111, done.stdout
-    assert done.stdout.startswith(b"can not open new email file errno=2 file=" + tree.bob.dir.encode())
-    assert done.stdout.endswith(b"\nsystem error\n")
+    assert done.stdout.startswith(b"Auto re-creation of maildir failed. (#5.9.9)")
 
 
 # ------------------------------------------------------------------------------------------------

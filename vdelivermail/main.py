@@ -163,7 +163,7 @@ def check_user(delivery, store, record, ext: str) -> int:
         try:
             store.set_user_dir(record, domain, path)
         except TemporaryFailure:
-            _remove_empty_user_dir(path)  # else every retry would fail on the existing directory
+            dirs.discard_user_dir(path)  # else every retry would fail on the existing directory
             raise
     elif not os.path.isdir(record.dir):
         try:
@@ -172,17 +172,19 @@ def check_user(delivery, store, record, ext: str) -> int:
             raise TemporaryFailure("Auto re-creation of maildir failed. (#5.9.9)") from None
     if delivery.dot_qmail(record.dir, ext):
         return 0
-    delivery.deliver_maildir(record.dir + "/Maildir/", record.shell, own_maildir=True)
-    return 0
+    maildir = record.dir + "/Maildir"
+    if not all(os.path.isdir(f"{maildir}/{sub}") for sub in ("cur", "new", "tmp")):
+        # vpopmail re-created a missing user directory but not a Maildir missing inside one,
+        # so such mail deferred until it bounced; make it, as vmake_maildir would have.
+        from vpop.maildir import make_maildir
 
-
-def _remove_empty_user_dir(path: str) -> None:
-    """Take back a user directory just created whose path could not be stored (only empty dirs)."""
-    for sub in ("/Maildir/cur", "/Maildir/new", "/Maildir/tmp", "/Maildir", ""):
         try:
-            os.rmdir(path + sub)
-        except OSError:
-            return
+            make_maildir(maildir, uid, domain.gid)
+        except OSError as exc:
+            text = f"Auto re-creation of maildir failed. (#5.9.9) errno={exc.errno}"
+            raise TemporaryFailure(text) from None
+    delivery.deliver_maildir(maildir + "/", record.shell, own_maildir=True)
+    return 0
 
 
 def user_not_found(delivery, instruction: str) -> int:
