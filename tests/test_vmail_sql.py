@@ -215,6 +215,20 @@ def test_login_forms(tree: Tree) -> None:
         assert tree.syslog_lines() == [f"vchkpw-pop3: (PLAIN) login success {local}@{domain}:{REMOTE_IP}"]
 
 
+def test_login_without_a_domain_takes_the_default_domain(tree: Tree) -> None:
+    # tpop3d used the listening address's domain; we use vpopmail's default-domain rules.
+    done, record = login(tree, "bob")
+    assert (done.returncode, record) == (1, None)  # no default domain yet
+    done, record = login(tree, "bob", VPOPMAIL_DOMAIN="example.com")
+    assert done.returncode == 0, done.stderr
+    assert record is not None and record["env"]["MAIL"] == f"{tree.mail}/bob.mbox"
+    tree.write_etc("defaultdomain", "alias.test\n")
+    done, record = login(tree, "bob")
+    assert done.returncode == 0, done.stderr
+    assert record is not None and record["env"]["USER"] == "bob@example.com"
+    tree.syslog_lines()
+
+
 @pytest.mark.parametrize("form", ["name", "number"])
 def test_unix_user_by_name_or_number(tree: Tree, db: dict[str, Any], mail_user: pwd.struct_passwd,
                                      form: str) -> None:

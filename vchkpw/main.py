@@ -177,6 +177,12 @@ def authenticate_account(login: Login, settings, text_login: str, password: byte
 
     store = open_store(settings, login.log)
     name = text_login.lower()
+    if settings.store == "vmail-sql" and "@" not in name and "%" not in name:
+        # tpop3d took the listening address's domain; here: VPOPMAIL_DOMAIN, the IP-alias map
+        # (ip_alias_domains) or etc/defaultdomain, as for vpopmail's own logins.
+        domain = default_domain(login.environ, settings)
+        if domain:
+            name = f"{name}@{domain}"
     login.user, _, login.domain_name = name.partition("@" if "@" in name else "%")
     if not name or any(ord(c) < 33 or c in "/\\" for c in name):
         login.say(vlog.PASSWD, f"invalid user/domain characters {name}:{login.ip}")
