@@ -681,10 +681,11 @@ def test_over_quota_message_files(tree: Tree) -> None:
     seed_usage(maildir, 9999)
     write_file(tree.domains / ".over-quota.msg", "Global: mailbox full.\n")
     done = tree.deliver("quser@example.com", body(2000))
-    assert (done.returncode, done.stdout) == (100, b"Global: mailbox full.\n")
+    # the file verbatim, then vpopmail's closing newline
+    assert (done.returncode, done.stdout) == (100, b"Global: mailbox full.\n\n")
     write_file(tree.domain_path / ".over-quota.msg", "example.com: mailbox full.\n")
     done = tree.deliver("quser@example.com", body(2000))
-    assert (done.returncode, done.stdout) == (100, b"example.com: mailbox full.\n")
+    assert (done.returncode, done.stdout) == (100, b"example.com: mailbox full.\n\n")
     assert files(maildir) == []
 
 

@@ -11,7 +11,7 @@ raises :class:`StopDelivery` ("delivered, ignore what follows").
 
 import os
 
-from vpop.bounce import LOOPING, OVER_QUOTA, message_text, read_message_file
+from vpop.bounce import LOOPING, OVER_QUOTA, read_message_file
 from vpop.errors import PermanentFailure, TemporaryFailure
 
 # Program exit codes qmail-local (and vdelivermail) treat as permanent failures.
@@ -179,8 +179,10 @@ class Delivery:
             over, percent = mq.check(maildir, quota, self.message.size, 1,
                                      self.settings.quota_small_message_bytes)
             if over:
-                text = message_text(self.domain.dir, self.settings.domains_path, ".over-quota.msg",
-                                    OVER_QUOTA)
+                # As vpopmail: the message file verbatim (else the built-in text), the quota
+                # warning, then a newline.
+                data = read_message_file(self.domain.dir, self.settings.domains_path, ".over-quota.msg")
+                text = OVER_QUOTA if data is None else data.decode("utf-8", "replace")
                 self.quota_warning(maildir, quota)
                 raise PermanentFailure(text + "\n")
             if percent >= self.settings.quota_warn_percent:
