@@ -109,6 +109,7 @@ class Login:
 def authenticate(login: Login, settings, data: bytes) -> None:
     """Decide the login; on success set up the environment and exec (never returns)."""
     from vpop import assign, passwords
+    from vpop.domains import default_domain
     from vpop.names import split_login, valid_domain, valid_user
 
     raw_login, password, challenge = split_fd3(data)
@@ -126,7 +127,7 @@ def authenticate(login: Login, settings, data: bytes) -> None:
         return
     user, domain_name = split_login(text_login)
     if not domain_name:
-        domain_name = default_domain(login.environ, settings)
+        domain_name = default_domain(settings, login.environ)
     login.user, login.domain_name = user, domain_name
     if not valid_user(user) or not valid_domain(domain_name):
         login.say(vlog.PASSWD, f"invalid user/domain characters {text_login.lower()}:{login.ip}")
@@ -180,7 +181,9 @@ def authenticate_account(login: Login, settings, text_login: str, password: byte
     if settings.store == "vmail-sql" and "@" not in name and "%" not in name:
         # tpop3d took the listening address's domain; here: VPOPMAIL_DOMAIN, the IP-alias map
         # (ip_alias_domains) or etc/defaultdomain, as for vpopmail's own logins.
-        domain = default_domain(login.environ, settings)
+        from vpop.domains import default_domain
+
+        domain = default_domain(settings, login.environ)
         if domain:
             name = f"{name}@{domain}"
     login.user, _, login.domain_name = name.partition("@" if "@" in name else "%")
@@ -220,28 +223,6 @@ class Identity:
         self.gid = gid
         self.home = home
         self.domain = domain
-
-
-def default_domain(environ: dict, settings) -> str:
-    """VPOPMAIL_DOMAIN, then (if enabled) the IP-alias map, then etc/defaultdomain."""
-    from vpop.names import sanitize_env_value
-
-    value = environ.get("VPOPMAIL_DOMAIN")
-    if value:
-        return sanitize_env_value(value).lower()
-    if settings.ip_alias_domains and environ.get("TCPLOCALIP"):
-        from vpop.domains import ip_alias_domain
-
-        mapped = ip_alias_domain(settings, environ["TCPLOCALIP"])
-        if mapped is not None:
-            return mapped
-    try:
-        with open(settings.etc_dir + "/defaultdomain", encoding="utf-8") as handle:
-            return handle.readline().strip().lower()
-    except FileNotFoundError:
-        return ""
-    except OSError as exc:
-        raise TemporaryFailure(f"cannot read {settings.etc_dir}/defaultdomain: {exc.strerror}") from None
 
 
 def check_password(login: Login, settings, record, password: bytes, challenge: bytes, passwords) -> str:

@@ -1,4 +1,4 @@
-"""Default-domain helpers: vpopmail's IP-alias map (``--enable-ip-alias-domains``).
+"""The default domain of a login: VPOPMAIL_DOMAIN, the IP-alias map, ``etc/defaultdomain``.
 
 ``~vpopmail/etc/ip_alias_map`` holds ``IP<whitespace>domain`` lines; the first line whose IP
 equals ``TCPLOCALIP`` wins.  A mapped domain listed in qmail's ``control/locals`` is not
@@ -31,3 +31,22 @@ def ip_alias_domain(settings, local_ip: str) -> str | None:
             local_names = _read_lines(settings.qmail_home + "/control/locals")
             return None if domain in {entry.strip().lower() for entry in local_names} else domain
     return None
+
+
+def default_domain(settings, environ: dict) -> str:
+    """The domain of a login without one: VPOPMAIL_DOMAIN, then (if enabled) the IP-alias map,
+    then the first line of ``etc/defaultdomain`` (vpopmail's ``vset_default_domain``)."""
+    value = environ.get("VPOPMAIL_DOMAIN")
+    if value:
+        return sanitize_env_value(value).lower()
+    if settings.ip_alias_domains and environ.get("TCPLOCALIP"):
+        mapped = ip_alias_domain(settings, environ["TCPLOCALIP"])
+        if mapped is not None:
+            return mapped
+    try:
+        with open(settings.etc_dir + "/defaultdomain", encoding="utf-8") as handle:
+            return handle.readline().strip().lower()
+    except FileNotFoundError:
+        return ""
+    except OSError as exc:
+        raise TemporaryFailure(f"cannot read {settings.etc_dir}/defaultdomain: {exc.strerror}") from None
