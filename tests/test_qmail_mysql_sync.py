@@ -346,6 +346,23 @@ def test_misconfigured_rows_are_reported_and_skipped(site: QmailMysqlTree) -> No
     assert where(site, "iain.p@tterson.net").user == "iain"
 
 
+def test_rows_cannot_forge_assign_lines_or_program_lines(site: QmailMysqlTree) -> None:
+    # Text from the tables must not add users/assign fields or lines, nor .qmail lines.
+    site.virtual("iain", "x:\n=postmaster:iain:800:100:/tmp:::", "forged", "forge.example")
+    site.virtual("iain", "y\n|touch /tmp/pwned", "", "forge2.example")
+    site.alias("iain", "cr", "someone", "example.org\r|touch /tmp/pwned")
+    site.alias("iain", "nl", "|", "true\n|touch /tmp/pwned")
+    done = sync_ok(site)
+    problems = done.stderr.splitlines()
+    for key in ("forged@forge.example", "@forge2.example", "iain/cr", "iain/nl"):
+        assert [line for line in problems if key in line], (key, problems)
+    assign = (site.qmail_home / "users" / "assign").read_text()
+    assert "=postmaster:iain" not in assign and "forge" not in assign
+    written = [p.read_text() for p in site.root.rglob(".qmail*") if p.is_file()]
+    assert not any("pwned" in text for text in written)
+    assert where(site, "iain.p@tterson.net").user == "iain"  # the good rows still are
+
+
 def test_bad_row_in_a_list_leaves_the_rest(site: QmailMysqlTree) -> None:
     site.alias("alias", "customers", "", "")
     done = sync_ok(site)

@@ -59,6 +59,16 @@ def _clean(value: str) -> bool:
     return bool(value) and not any(c in ":/\\" or ord(c) <= 32 for c in value)
 
 
+def _plain(value: str) -> bool:
+    """Text that may stand in a users/assign field or a .qmail line: no ``:``, no controls."""
+    return ":" not in value and not any(ord(c) < 32 or ord(c) == 127 for c in value)
+
+
+def usable_identity(user: Identity | None) -> bool:
+    """A user whose name and home can be written into users/assign without forging fields."""
+    return user is not None and _clean(user.name) and user.home.startswith("/") and _plain(user.home)
+
+
 def home_owned(user: Identity) -> bool:
     """qmail-getpw's test (uid != 0, stat(home).st_uid == uid): only then are .qmail files written there
     -- never as root into a missing directory or one that belongs to someone else."""
@@ -93,6 +103,9 @@ def render(virtual_rows, alias_rows, rcpthost_rows, manual_hosts: list[str], fin
     plan.rcpthosts = sorted(hosts)
 
     alias_user = find_user("alias")
+    if alias_user is not None and not usable_identity(alias_user):
+        plan.problems.append("mailbox/passwd 'alias': name or home unusable in users/assign, ignored")
+        alias_user = None
     by_host: dict[str, dict] = {}
     for row in sorted(virtual_rows, key=lambda r: tuple(_text(v) for v in r)):
         username, ext, vuser, host = (_text(v) for v in row)
@@ -101,12 +114,16 @@ def render(virtual_rows, alias_rows, rcpthost_rows, manual_hosts: list[str], fin
         if not username:
             plan.problems.append(f"{key}: MySQL misconfiguration: blank username, skipped")
             continue
-        if not host or not _clean(host) or (vuser and not _clean(vuser)) or not _clean(username):
+        if (not host or not _clean(host) or (vuser and not _clean(vuser)) or not _clean(username)
+                or (ext and ext != "@" and not _clean(ext))):
             plan.problems.append(f"{key}: bad characters, skipped")
             continue
         target = find_user(username.lower())
         if target is None:
             plan.problems.append(f"{key}: user {username} is neither in mailbox nor in passwd, skipped")
+            continue
+        if not usable_identity(target):
+            plan.problems.append(f"{key}: user {username}: name or home unusable in users/assign, skipped")
             continue
         entry = by_host.setdefault(host, {"explicit": {}, "catchall": None})
         if vuser:
@@ -161,9 +178,9 @@ def render(virtual_rows, alias_rows, rcpthost_rows, manual_hosts: list[str], fin
             plan.problems.append(f"{key}: MySQL misconfiguration: blank username, skipped")
             continue
         line = alias_line(alias_username, alias_host)
-        if line is None or "\n" in line:
-            plan.problems.append(f"{key}: MySQL misconfiguration: no delivery in alias_username/alias_host, "
-                                 "skipped")
+        if line is None or not _plain(line.replace(":", "")):
+            plan.problems.append(f"{key}: MySQL misconfiguration: no delivery (or control characters) in "
+                                 "alias_username/alias_host, skipped")
             continue
         if alias and not _clean(alias):
             plan.problems.append(f"{key}: bad characters in alias, skipped")
