@@ -26,25 +26,6 @@ def read_lines(path: str) -> list[str] | None:
         return None
 
 
-def write_file(path: str, text: str, mode: int = 0o644, uid: int | None = None,
-               gid: int | None = None) -> None:
-    """Temporary file in the same directory, fsync, rename."""
-    tmp = f"{os.path.dirname(path)}/.{os.path.basename(path)}.tmp{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
-    try:
-        os.write(fd, text.encode("utf-8", "surrogateescape"))
-        os.fchmod(fd, mode)
-        if uid is not None and os.geteuid() == 0:
-            os.fchown(fd, uid, gid)
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        os.unlink(tmp)
-        raise
-    os.close(fd)
-    os.rename(tmp, path)
-
-
 class Sync:
     """Planned file contents, compared with what is on disk."""
 
@@ -54,11 +35,10 @@ class Sync:
 
     def put(self, path: str, text: str, mode: int = 0o644, uid: int | None = None,
             gid: int | None = None) -> bool:
-        try:
-            with open(path, encoding="utf-8", errors="surrogateescape") as handle:
-                current = handle.read()
-        except FileNotFoundError:
-            current = None
+        from vpop.files import read_regular
+
+        data = read_regular(path)  # never through a symlink a user planted in a home
+        current = None if data is None else data.decode("utf-8", "surrogateescape")
         if current == text:
             return False
         self.changed.append(path)
@@ -69,7 +49,11 @@ class Sync:
             old = [] if current is None else current.splitlines(keepends=True)
             sys.stdout.writelines(difflib.unified_diff(old, text.splitlines(keepends=True), path, path))
         else:
-            write_file(path, text, mode, uid, gid)
+            from vpop.files import replace_file
+
+            encoded = text.encode("utf-8", "surrogateescape")
+            replace_file(path, lambda handle: handle.write(encoded), uid if os.geteuid() == 0 else None,
+                         gid, mode)
         return True
 
     def remove(self, path: str) -> None:
@@ -136,12 +120,31 @@ def run(dry_run: bool) -> int:
                   table_hosts, manual, find_user_factory(store, settings), prefix, me)
     store.close()
 
-    hosts = plan.rcpthosts
-    sync.put(control + "/rcpthosts", "".join(h + "\n" for h in hosts[:RCPTHOSTS_LIMIT]))
-    more = hosts[RCPTHOSTS_LIMIT:]
-    if more or os.path.exists(control + "/morercpthosts"):
-        if sync.put(control + "/morercpthosts", "".join(h + "\n" for h in more)) and not dry_run:
-            build_morercpthosts(qmail, more)
+    # Order matters while qmail runs: first the .qmail files the new routing points at, then
+    # the routing (users/assign + users/cdb, virtualdomains), then rcpthosts; removals last.
+    manifest_path = control + "/" + MANIFEST
+    previous = set(read_lines(manifest_path) or [])
+    planned = dict(plan.dot_qmail)
+    for path in sorted(set(planned) - previous):
+        data = None if dry_run else _existing(path)
+        if data is not None and data != planned[path][0]:
+            plan.problems.append(f"{path}: exists and was not written by qmail-mysql-sync, left alone")
+            del planned[path]
+    # Recorded before anything is written, so a run that fails half-way still knows its files.
+    sync.put(manifest_path, "".join(p + "\n" for p in sorted(previous | set(planned))))
+    for path, (text, uid, gid) in sorted(planned.items()):
+        sync.put(path, text, 0o644, uid, gid)
+
+    users = qmail + "/users"
+    site_assign = [line for line in read_lines(users + "/assign") or []
+                   if line != "." and not line.startswith((f"={prefix}-", f"+{prefix}-"))]
+    assign_text = "".join(line + "\n" for line in site_assign + plan.assign) + ".\n"
+    if not dry_run:
+        os.makedirs(users, exist_ok=True)
+    sync.put(users + "/assign", assign_text)
+    if not dry_run and stale(users + "/cdb", users + "/assign"):
+        rebuild_users_cdb(qmail)
+        sync.changed.append(users + "/cdb")
 
     owned = f":{prefix}-"
     site_vd = [line for line in read_lines(control + "/virtualdomains") or [] if owned not in line]
@@ -155,23 +158,19 @@ def run(dry_run: bool) -> int:
             ours.append(line)
     sync.put(control + "/virtualdomains", "".join(line + "\n" for line in site_vd + ours))
 
-    users = qmail + "/users"
-    site_assign = [line for line in read_lines(users + "/assign") or []
-                   if line != "." and not line.startswith((f"={prefix}-", f"+{prefix}-"))]
-    assign_text = "".join(line + "\n" for line in site_assign + plan.assign) + ".\n"
-    if not dry_run:
-        os.makedirs(users, exist_ok=True)
-    if sync.put(users + "/assign", assign_text) and not dry_run:
-        rebuild_users_cdb(qmail)
+    hosts = plan.rcpthosts
+    sync.put(control + "/rcpthosts", "".join(h + "\n" for h in hosts[:RCPTHOSTS_LIMIT]))
+    more = hosts[RCPTHOSTS_LIMIT:]
+    if more or os.path.exists(control + "/morercpthosts"):
+        sync.put(control + "/morercpthosts", "".join(h + "\n" for h in more))
+        if not dry_run and stale(control + "/morercpthosts.cdb", control + "/morercpthosts"):
+            build_morercpthosts(qmail, more)
+            sync.changed.append(control + "/morercpthosts.cdb")
 
-    manifest_path = control + "/" + MANIFEST
-    previous = set(read_lines(manifest_path) or [])
-    for path, (text, uid, gid) in sorted(plan.dot_qmail.items()):
-        sync.put(path, text, 0o644, uid, gid)
-    for path in sorted(previous - set(plan.dot_qmail)):
-        if os.path.basename(path).startswith(".qmail"):
+    for path in sorted(previous - set(planned)):
+        if os.path.basename(path).startswith(".qmail") and path not in plan.dot_qmail:
             sync.remove(path)
-    sync.put(manifest_path, "".join(p + "\n" for p in sorted(plan.dot_qmail)))
+    sync.put(manifest_path, "".join(p + "\n" for p in sorted(planned)))
 
     for problem in plan.problems:
         print(f"qmail-mysql-sync: {problem}", file=sys.stderr)
@@ -182,13 +181,40 @@ def run(dry_run: bool) -> int:
     return 0
 
 
+def _existing(path: str) -> str | None:
+    from vpop.files import read_regular
+
+    try:
+        data = read_regular(path)
+    except OSError:
+        return ""  # something that is not a regular file: not ours to replace
+    return None if data is None else data.decode("utf-8", "surrogateescape")
+
+
+def stale(cdb: str, source: str) -> bool:
+    """A cdb that is missing or older than its source (a failed rebuild is retried next run)."""
+    try:
+        return os.stat(cdb).st_mtime_ns < os.stat(source).st_mtime_ns
+    except FileNotFoundError:
+        return os.path.exists(source)
+
+
+def run_tool(argv: list[str], cwd: str) -> None:
+    """qmail-newu / qmail-newmrh; a failure is temporary (111), the next run tries again."""
+    import subprocess
+
+    from vpop.errors import TemporaryFailure
+
+    done = subprocess.run(argv, cwd=cwd, check=False)
+    if done.returncode != 0:
+        raise TemporaryFailure(f"{argv[0]} exited {done.returncode}")
+
+
 def rebuild_users_cdb(qmail: str) -> None:
     """qmail-newu when the site has it, else the same cdb written by vpop."""
     newu = qmail + "/bin/qmail-newu"
     if os.access(newu, os.X_OK):
-        import subprocess
-
-        subprocess.run([newu], check=True, cwd=qmail)
+        run_tool([newu], qmail)
     else:
         from vpop.assign import write_users_cdb
 
@@ -199,9 +225,7 @@ def build_morercpthosts(qmail: str, hosts: list[str]) -> None:
     """qmail-newmrh when present, else morercpthosts.cdb (key = host, empty data) written here."""
     newmrh = qmail + "/bin/qmail-newmrh"
     if os.access(newmrh, os.X_OK):
-        import subprocess
-
-        subprocess.run([newmrh], check=True, cwd=qmail)
+        run_tool([newmrh], qmail)
         return
     from vpop.files import write_cdb
 

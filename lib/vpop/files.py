@@ -55,16 +55,28 @@ def replace_file(
 ) -> None:
     """Atomically replace ``path`` with what ``fill(fileobj)`` writes.
 
-    Written to ``<path>.tmp.<pid>`` (created ``O_NOFOLLOW``), set to ``mode`` whatever the umask,
-    chowned to ``uid``/``gid`` when ``uid`` is given, fsynced, renamed over ``path``; then the
-    directory is fsynced.  The tmp file is removed on any failure; an ``OSError`` becomes
-    :class:`TemporaryFailure`.
+    Written to ``<path>.tmp.<pid>``, set to ``mode`` whatever the umask, chowned to
+    ``uid``/``gid`` when ``uid`` is given, fsynced, renamed over ``path``; then the directory is
+    fsynced.  The tmp file is created with ``O_EXCL``: root writes into directories that mail
+    users own, where a link, FIFO or file planted under the tmp name must never be opened --
+    such a name is unlinked (which follows nothing) and the create tried again.  The tmp file
+    is removed on any failure; an ``OSError`` becomes :class:`TemporaryFailure`.
     """
     tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
-    except OSError as exc:
-        raise TemporaryFailure(f"cannot create {tmp}: {exc}") from exc
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    for attempt in range(3):
+        try:
+            fd = os.open(tmp, flags, mode)
+            break
+        except FileExistsError:
+            if attempt == 2:
+                raise TemporaryFailure(f"cannot create {tmp}: it keeps coming back") from None
+            try:
+                os.unlink(tmp)
+            except OSError as exc:
+                raise TemporaryFailure(f"cannot remove stale {tmp}: {exc}") from exc
+        except OSError as exc:
+            raise TemporaryFailure(f"cannot create {tmp}: {exc}") from exc
     try:
         with os.fdopen(fd, "w+b") as fileobj:
             fill(fileobj)
@@ -83,6 +95,33 @@ def replace_file(
             raise TemporaryFailure(f"cannot write {path}: {exc}") from exc
         raise
     _fsync_dir(os.path.dirname(path) or ".")
+
+
+def read_regular(path: str, limit: int = 1 << 24) -> bytes | None:
+    """The contents of a regular file, never following a symlink or blocking on a FIFO.
+
+    None when there is no such file; OSError when ``path`` is anything but a regular file.
+    """
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        chunks = []
+        while True:
+            data = os.read(fd, 65536)
+            if not data:
+                return b"".join(chunks)
+            chunks.append(data)
+            limit -= len(data)
+            if limit < 0:
+                raise OSError(f"{path} is too large")
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(directory: str) -> None:
