@@ -10,6 +10,7 @@ import sys
 
 from vpop import log as vlog
 from vpop.errors import AuthFailure, ConfigError, TemporaryFailure, UsageError, VpopError
+from vpop.privileges import ActingAs
 
 FD3_LIMIT = 512
 SMTP, POP, IMAP, WEBMAIL = "smtp", "pop", "imap", "webmail"
@@ -255,11 +256,14 @@ def make_blank_dir(login: Login, store, record, domain) -> None:
     from vpop.dirs import discard_user_dir, make_user_dir
 
     try:
-        path = make_user_dir(domain.dir, record.name, domain.uid, domain.gid)
+        with ActingAs(domain.uid, domain.gid):
+            path = make_user_dir(domain.dir, record.name, None, None)
         try:
-            store.set_user_dir(record, domain, path)
+            with store.as_mail_user(domain):
+                store.set_user_dir(record, domain, path)
         except TemporaryFailure:
-            discard_user_dir(path)  # so that the next login can try again
+            with ActingAs(domain.uid, domain.gid):
+                discard_user_dir(path)  # so that the next login can try again
             raise
     except TemporaryFailure as exc:
         login.say(vlog.INTERNAL, f"dir auto create failed {login.who()}")
@@ -273,7 +277,8 @@ def after_login(login: Login, settings, store, record, domain, flags: int) -> No
     now = int(time.time())
     if settings.auth_logging:
         try:
-            store.set_lastauth(record, domain, login.ip, now)
+            with store.as_mail_user(domain):  # CDB: lastauth lives in the user's directory
+                store.set_lastauth(record, domain, login.ip, now)
         except (TemporaryFailure, OSError) as exc:
             login.say(vlog.INTERNAL, f"lastauth not recorded {login.who()}: {exc}")
     if settings.roaming_users and not flags & _NO_RELAY and login.service != SMTP and login.ip:
@@ -287,6 +292,10 @@ def start_session(login: Login, ident: Identity, full_name: str) -> None:
     """Drop privileges, chdir, set the environment and exec argv[1..]."""
     env = login.environ
     is_root = os.geteuid() == 0
+    if ident.uid == 0 or ident.gid == 0:
+        # qmail-getpw and qmail-lspawn refuse uid 0 too: a row must not hand out a root session.
+        login.say(vlog.INTERNAL, f"refusing uid/gid 0 for {login.who()}")
+        raise TemporaryFailure("refusing a session as uid or gid 0", 5)
     if is_root and login.service != SMTP and not login.dovecot:
         try:
             os.setgroups([ident.gid])
@@ -337,7 +346,8 @@ def enter_home(login: Login, ident: Identity) -> None:
 
     domain = ident.domain
     try:
-        remake_user_dir(domain.dir, ident.home, domain.uid if os.geteuid() == 0 else None, domain.gid)
+        with ActingAs(domain.uid, domain.gid):
+            remake_user_dir(domain.dir, ident.home, None, None)
         os.chdir(ident.home)
     except (TemporaryFailure, OSError) as exc:
         errno = getattr(exc, "errno", 0)

@@ -8,7 +8,6 @@ file, written through a temporary file and ``rename``, under a lock.  Freed path
 in ``.dir_control_free`` are used first.
 """
 
-import fcntl
 import os
 
 from vpop.errors import TemporaryFailure
@@ -45,7 +44,7 @@ def _control_lines(serial: int, the_dir: str) -> str:
                       " ".join(map(str, indexes)), the_dir]) + "\n"
 
 
-def _take_free_path(domain_dir: str) -> str | None:
+def _take_free_path(domain_dir: str, uid: int | None, gid: int | None) -> str | None:
     path = domain_dir + "/.dir_control_free"
     try:
         with open(path, encoding="utf-8") as handle:
@@ -61,30 +60,23 @@ def _take_free_path(domain_dir: str) -> str | None:
             kept.append(line)
     if chosen is None:
         return None
-    _write_atomically(path, "\n".join(kept))
+    _write_atomically(path, "\n".join(kept), uid, gid)
     return chosen
 
 
 def _write_atomically(path: str, text: str, uid: int | None = None, gid: int | None = None) -> None:
-    tmp = f"{path}.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, text.encode())
-        os.fsync(fd)
-        if uid is not None:
-            os.fchown(fd, uid, gid)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
+    from vpop.files import replace_file
+
+    data = text.encode()
+    replace_file(path, lambda handle: handle.write(data), uid, gid, 0o600)
 
 
 def next_user_subdir(domain_dir: str, uid: int | None = None, gid: int | None = None) -> str:
     """Allocate the hash subdirectory for a new user of the domain ("" = the domain dir)."""
-    lock_fd = os.open(domain_dir + "/.dir-control.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    from vpop.files import lock_file
+
+    lock_fd = lock_file(domain_dir + "/.dir-control.lock", uid, gid)
     try:
-        if uid is not None:  # as root: leave a lock the domain's uid (vdelivermail) can open
-            os.fchown(lock_fd, uid, -1 if gid is None else gid)
-        fcntl.lockf(lock_fd, fcntl.LOCK_EX)
         control = domain_dir + "/.dir-control"
         try:
             with open(control, encoding="utf-8") as handle:
@@ -92,7 +84,7 @@ def next_user_subdir(domain_dir: str, uid: int | None = None, gid: int | None = 
             serial = int(first) if first.isdigit() else 0
         except FileNotFoundError:
             serial = 0
-        free = _take_free_path(domain_dir)
+        free = _take_free_path(domain_dir, uid, gid)
         if free is not None:
             subdir = free
             if serial:

@@ -97,6 +97,41 @@ def replace_file(
     _fsync_dir(os.path.dirname(path) or ".")
 
 
+def lock_file(path: str, uid: int | None = None, gid: int | None = None) -> int:
+    """Open and ``lockf`` the lock file ``path``; returns the descriptor (close it to unlock).
+
+    Never follows a symlink and accepts only a regular file: root takes these locks in
+    directories the mail user owns.  A lock file created here is given to ``uid``/``gid``
+    (so the domain's uid can take it later); an existing one is never chowned.
+    """
+    import fcntl
+    import stat
+
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
+    created = False
+    try:
+        try:
+            fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
+            created = True
+        except FileExistsError:
+            fd = os.open(path, flags)
+    except OSError as exc:
+        raise TemporaryFailure(f"cannot open {path}: {exc}") from exc
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise TemporaryFailure(f"{path} is not a regular file")
+        if created and uid is not None:
+            os.fchown(fd, uid, -1 if gid is None else gid)
+        fcntl.lockf(fd, fcntl.LOCK_EX)
+    except OSError as exc:
+        os.close(fd)
+        raise TemporaryFailure(f"cannot lock {path}: {exc}") from exc
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def read_regular(path: str, limit: int = 1 << 24) -> bytes | None:
     """The contents of a regular file, never following a symlink or blocking on a FIFO.
 

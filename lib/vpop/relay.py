@@ -91,21 +91,11 @@ def _atol(text: bytes) -> int:
     return sign * int(text[:digits] or b"0")
 
 
-def _lock(etc_dir: str) -> int:
+def _lock(etc_dir: str, uid: int | None = None, gid: int | None = None) -> int:
     """Take vpopmail's write lock on ``open-smtp.lock`` (POSIX record lock, as its ``get_write_lock``)."""
-    import fcntl
+    from vpop.files import lock_file
 
-    path = os.path.join(etc_dir, "open-smtp.lock")
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        raise TemporaryFailure(f"cannot open {path}: {exc}") from exc
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_EX)
-    except OSError as exc:
-        os.close(fd)
-        raise TemporaryFailure(f"cannot lock {path}: {exc}") from exc
-    return fd
+    return lock_file(os.path.join(etc_dir, "open-smtp.lock"), uid, gid)
 
 
 def _read_lines(path: str) -> list[bytes]:

@@ -74,6 +74,8 @@ class Database:
         return self._read
 
     def writer(self):
+        if self._update is None and self._read is not None and self.update_server is self.read_server:
+            self._update = self._read  # one server in the credentials file: one connection
         if self._update is None:
             try:
                 self._update = self._connect(self.update_server)
@@ -121,7 +123,7 @@ class Database:
             raise DatabaseFailure(f"database update failed: {_describe(exc)}") from None
 
     def close(self) -> None:
-        for conn in (self._read, self._update):
+        for conn in {id(c): c for c in (self._read, self._update)}.values():
             if conn is not None:
                 try:
                     conn.close()

@@ -55,6 +55,17 @@ def to_int(value) -> int:
     return sign * int(digits) if digits else 0
 
 
+class _NoSwitch:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_NO_SWITCH = _NoSwitch()
+
+
 class Store:
     """The interface of the vpopmail-compatible stores."""
 
@@ -69,6 +80,10 @@ class Store:
 
     def open_relay(self, ip: str, now: int) -> None:
         raise NotImplementedError
+
+    def as_mail_user(self, domain: Domain):
+        """Context for updates: the file-based stores write as the domain's uid (see privileges)."""
+        return _NO_SWITCH
 
     def valias_lines(self, alias: str, domain: Domain) -> list[str]:
         """Delivery lines of a valias (SQL stores with ``valias = yes``); none by default."""

@@ -8,7 +8,6 @@ went unseen); then ``vpasswd`` itself.  Writes (a blank ``pw_dir`` filled in) re
 ``.vpasswd.lock``.
 """
 
-import fcntl
 import os
 
 from vpop.assign import Domain
@@ -79,11 +78,12 @@ class VpasswdLock:
         self.fd = -1
 
     def __enter__(self) -> "VpasswdLock":
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        from vpop.files import lock_file
+
+        owner = None
         if os.geteuid() == 0:  # as root (vadduser): leave a lock the domain's uid (vdelivermail) can open
-            st = os.stat(os.path.dirname(self.path))
-            os.fchown(self.fd, st.st_uid, st.st_gid)
-        fcntl.lockf(self.fd, fcntl.LOCK_EX)
+            owner = os.stat(os.path.dirname(self.path))
+        self.fd = lock_file(self.path, owner and owner.st_uid, owner and owner.st_gid)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -139,6 +139,11 @@ class CdbStore(Store):
             uid = domain.uid if os.geteuid() == 0 else None
             write_vpasswd(domain.dir, lines, uid, domain.gid)
 
+    def as_mail_user(self, domain: Domain):
+        from vpop.privileges import ActingAs
+
+        return ActingAs(domain.uid, domain.gid)
+
     def set_user_dir(self, record: User, domain: Domain, path: str) -> None:
         try:
             with VpasswdLock(domain.dir):
@@ -177,4 +182,9 @@ class CdbStore(Store):
         from vpop import relay
 
         settings = self.settings
-        relay.open_relay(settings.etc_dir, ip, now, settings.tcp_file, settings.rebuild_tcpserver_file)
+        uid = gid = None
+        if os.geteuid() == 0:  # as vpopmail does: the files belong to the owner of ~vpopmail/etc
+            owner = os.stat(settings.etc_dir)
+            uid, gid = owner.st_uid, owner.st_gid
+        relay.open_relay(settings.etc_dir, ip, now, settings.tcp_file, settings.rebuild_tcpserver_file,
+                         uid, gid)
