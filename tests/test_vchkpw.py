@@ -140,6 +140,14 @@ def test_unknown_user_or_domain(tree: Tree, login: str, shown: str) -> None:
     assert tree.syslog_lines() == [f"vchkpw-pop3: vpopmail user not found {shown}:{REMOTE_IP}"]
 
 
+def test_domain_without_vpasswd_is_temporary(tree: Tree) -> None:
+    for name in ("vpasswd", "vpasswd.cdb"):
+        (tree.domain_dir("example.com") / name).unlink()
+    done, record = tree.login(pop())
+    assert (done.returncode, record) == (111, None)
+    assert b"no vpasswd or vpasswd.cdb" in done.stderr
+
+
 # ------------------------------------------------------------------------------------------------
 # Login forms and default domains
 

@@ -475,6 +475,16 @@ def test_blank_dir_in_a_hashed_domain(tree: Tree) -> None:
     assert line.split(":")[5] == str(user_dir)
 
 
+def test_domain_without_vpasswd_defers(tree: Tree) -> None:
+    # Both user files gone (an unmounted or renamed domain directory): never "no such user".
+    for name in ("vpasswd", "vpasswd.cdb"):
+        (tree.domain_path / name).unlink()
+    for instruction in ("bounce-no-mailbox", "delete"):
+        done = tree.deliver("bob@example.com", MESSAGE, instruction)
+        assert done.returncode == 111, done.stdout
+    assert files(Path(tree.bob.dir, "Maildir")) == []
+
+
 def test_deleted_user_dir_is_recreated(tree: Tree) -> None:
     shutil.rmtree(tree.bob.dir)
     done = tree.deliver("bob@example.com", MESSAGE)

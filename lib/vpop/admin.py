@@ -58,6 +58,10 @@ def add_domain(settings: Settings, domain: str, uid: int, gid: int, vdelivermail
     os.chmod(qmail_default, 0o600)
     if os.geteuid() == 0:
         os.chown(qmail_default, uid, gid)
+    if not os.path.exists(domain_dir + "/vpasswd") and settings.store == "cdb":
+        from vpop.stores.cdb import write_vpasswd
+
+        write_vpasswd(domain_dir, [], uid if os.geteuid() == 0 else None, gid)
     control = settings.qmail_home + "/control"
     os.makedirs(control, exist_ok=True)
     for name in (domain, *aliases):

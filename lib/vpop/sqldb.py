@@ -46,8 +46,10 @@ class Database:
         if socket is None and server.host == "localhost":
             # libmysqlclient takes "localhost" to mean the unix socket; PyMySQL would use TCP.
             socket = self.default_socket
+        # A server that accepts and then hangs must not hold qmail's delivery slots for ever.
         kwargs = dict(user=server.user, password=server.password, database=server.database,
-                      connect_timeout=self.connect_timeout, autocommit=True, charset="utf8mb4")
+                      connect_timeout=self.connect_timeout, read_timeout=30, write_timeout=30,
+                      autocommit=True, charset="utf8mb4")
         if socket:
             kwargs["unix_socket"] = socket
         else:

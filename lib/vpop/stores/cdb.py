@@ -121,6 +121,9 @@ class CdbStore(Store):
                     return None
                 return parse_record(user, domain.real, value.decode("utf-8", "surrogateescape"))
         if text_time is None:
+            if cdb_time is None:
+                # Neither file: an unmounted or renamed domain directory, not "no such user".
+                raise TemporaryFailure(f"no vpasswd or vpasswd.cdb in {domain.dir}")
             return None
         prefix = user + ":"
         for line in read_lines(domain.dir):

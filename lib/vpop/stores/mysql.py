@@ -60,10 +60,10 @@ class MysqlStore(Store):
     def get_user(self, user: str, domain: Domain) -> User | None:
         if self.settings.many_domains:
             sql = f"SELECT {self._columns()} FROM vpopmail WHERE pw_name = %s AND pw_domain = %s"
-            rows = self.db.query(sql, (user, domain.real))
+            rows = self.db.query(sql, (user, domain.real), missing_table_ok=False)
         else:
             sql = f"SELECT {self._columns()} FROM `{table_name(domain.real)}` WHERE pw_name = %s"
-            rows = self.db.query(sql, (user,))
+            rows = self.db.query(sql, (user,), missing_table_ok=False)
         if not rows:
             return None
         row = [("" if value is None else value) for value in rows[0]]
