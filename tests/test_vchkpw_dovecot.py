@@ -197,6 +197,19 @@ def test_userdb_lookup_unknown_user(tree: Tree, login: bytes) -> None:
     assert record is None
 
 
+def test_authorized_with_a_password_still_checks_it(tree: Tree) -> None:
+    done, record = run(tree, b"bob@example.com\0wrong\0\0", dovecot_env(tree, AUTHORIZED="1"))
+    assert (done.returncode, record) == (1, None)
+
+
+def test_authorized_without_orig_uid_is_not_a_lookup(tree: Tree) -> None:
+    # Not Dovecot (no ORIG_UID): AUTHORIZED means nothing, an empty password is refused.
+    env = dovecot_env(tree, AUTHORIZED="1")
+    del env["ORIG_UID"]
+    done, record = run(tree, b"bob@example.com\0\0\0", env)
+    assert (done.returncode, record) == (1, None)
+
+
 def test_userdb_lookup_keeps_extra(tree: Tree) -> None:
     done, record = run(tree, b"bob@example.com\0\0\0",
                        dovecot_env(tree, AUTHORIZED="1", EXTRA="userdb_mail", userdb_mail="maildir:~/M"))

@@ -90,8 +90,9 @@ class Login:
 
         self.environ = environ
         self.argv = argv
-        self.dovecot = "AUTHORIZED" in environ or "SERVICE" in environ
-        self.lookup_only = environ.get("AUTHORIZED") == "1"
+        # Dovecot's checkpassword driver always sets ORIG_UID (its auth process uid) and SERVICE.
+        self.dovecot = "ORIG_UID" in environ and ("SERVICE" in environ or "AUTHORIZED" in environ)
+        self.lookup_only = self.dovecot and environ.get("AUTHORIZED") == "1"
         self.service, self.log_name = detect_service(environ, argv)
         self.ip = remote_ip(environ)
         self.raw_login = ""
@@ -114,6 +115,8 @@ def authenticate(login: Login, settings, data: bytes) -> None:
     from vpop.names import split_login, valid_domain, valid_user
 
     raw_login, password, challenge = split_fd3(data)
+    if password:
+        login.lookup_only = False  # a password was sent: check it, whatever AUTHORIZED says
     text_login = raw_login.decode("utf-8", "replace")
     login.raw_login = text_login
     if not raw_login:
