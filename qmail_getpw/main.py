@@ -14,6 +14,7 @@ import os
 import sys
 
 from vpop.errors import TemporaryFailure, VpopError
+from vpop.names import ascii_lower
 
 BREAK = "-"
 USERLEN = 32  # GETPW_USERLEN: candidates of 32 characters or more are skipped
@@ -82,7 +83,7 @@ def resolve(local: str, lookup: Lookup) -> tuple[str, int, int, str, str, str] |
         candidate = local[:pos]
         if len(candidate) >= USERLEN:
             continue
-        found = lookup.find(candidate.lower())
+        found = lookup.find(ascii_lower(candidate))
         if found is None:
             continue
         name, uid, gid, home = found

@@ -256,6 +256,21 @@ def test_overlong_user_name(tree: Tree) -> None:
         f"vchkpw-pop3: invalid user/domain characters {long_name}@example.com:{REMOTE_IP}"]
 
 
+def test_non_ascii_never_lowers_into_ascii(tree: Tree) -> None:
+    # U+212A KELVIN SIGN lower-cases to "k" in Python; the C code lowers ASCII only.
+    tree.add_user("example.com", "kim", "kim-pw")
+    done, record = tree.login(pop("\u212aim@example.com", "kim-pw"))
+    assert (done.returncode, record) == (1, None)
+    done, record = tree.login(pop("KIM@example.com", "kim-pw"))
+    assert done.returncode == 0, done.stderr
+
+
+def test_explicit_lc_ctype_is_handed_on_unchanged(tree: Tree) -> None:
+    done, record = tree.login(pop(), LC_CTYPE="C")
+    assert done.returncode == 0, done.stderr
+    assert record["env"]["LC_CTYPE"] == "C"
+
+
 def test_invalid_characters_in_an_existing_domain_leave_no_trace(tree: Tree) -> None:
     # A user part that would be a path outside the domain: nothing may be created, even with the
     # right password of a user whose name it resembles.

@@ -181,7 +181,9 @@ def authenticate_account(login: Login, settings, text_login: str, password: byte
     from vpop.stores import open_store
 
     store = open_store(settings, login.log)
-    name = text_login.lower()
+    from vpop.names import ascii_lower
+
+    name = ascii_lower(text_login)
     if settings.store == "vmail-sql" and "@" not in name and "%" not in name:
         # tpop3d took the listening address's domain; here: VPOPMAIL_DOMAIN, the IP-alias map
         # (ip_alias_domains) or etc/defaultdomain, as for vpopmail's own logins.

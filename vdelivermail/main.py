@@ -51,7 +51,7 @@ def run(argv: list[str], environ: dict) -> int:
     from vpop.bounce import LOOPING
     from vpop.config import load_settings
     from vpop.delivery import Delivery, Message, is_looping
-    from vpop.names import valid_domain, valid_user
+    from vpop.names import ascii_lower, valid_domain, valid_user
 
     if len(argv) != 3:
         raise TemporaryFailure(INVALID_SYNTAX)
@@ -60,8 +60,8 @@ def run(argv: list[str], environ: dict) -> int:
         raise PermanentFailure("vdelivermail: no EXT environment varilable")
     if "HOST" not in environ:
         raise PermanentFailure("vdelivermail: no HOST environment varilable")
-    user = environ["EXT"].lower()
-    domain_name = environ["HOST"].lower()
+    user = ascii_lower(environ["EXT"])
+    domain_name = ascii_lower(environ["HOST"])
     if not valid_user(user):
         raise PermanentFailure("invalid username")
     if not valid_domain(domain_name) or not domain_name:

@@ -19,9 +19,18 @@ MAX_USER = 64
 MAX_DOMAIN = 255
 
 
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def ascii_lower(text: str) -> str:
+    """Lower-case A-Z only, as the C code does: ``str.lower`` would turn the Kelvin sign
+    (U+212A) into ``k`` and let a non-ASCII name pass for an ASCII one."""
+    return text.translate(_ASCII_LOWER)
+
+
 def split_login(login: str) -> tuple[str, str]:
     """Lower-case and split a login at the first ``@``, else ``%``, else ``/``."""
-    login = login.lower()
+    login = ascii_lower(login)
     for sep in "@%/":
         user, found, domain = login.partition(sep)
         if found:

@@ -59,7 +59,10 @@ def crypt_verify(password: bytes, stored: str) -> bool:
         return _passlib_crypt_verify(password, stored)
     if "\0" in word:
         return False
-    import _crypt
+    try:
+        import _crypt
+    except ImportError:  # Python 3.13 removed it: passlib then (slower to import, same answers)
+        return _passlib_crypt_verify(password, stored)
 
     try:
         result = _crypt.crypt(word, stored)
