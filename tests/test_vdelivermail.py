@@ -631,12 +631,14 @@ def test_dot_qmail_forward_lines(tree: Tree) -> None:
     assert delivered(tree.bob.dir) == [HEADERS + MESSAGE]
 
 
-def test_dot_qmail_forward_to_itself_is_a_loop(tree: Tree) -> None:
-    fake_inject(tree)
-    qmail(tree, "carol@example.net\n")
+@pytest.mark.parametrize("line", ["carol@example.net", "&carol@example.net"])
+def test_dot_qmail_forward_to_itself_is_a_loop(tree: Tree, line: str) -> None:
+    base = fake_inject(tree)
+    qmail(tree, line + "\n")
     message = b"Delivered-To: carol@example.net\n" + MESSAGE
     done = tree.deliver("bob@example.com", message)
     assert (done.returncode, done.stdout) == (100, LOOPING)
+    assert injected(base) == []
 
 
 def test_qmail_ext_chain(tree: Tree) -> None:

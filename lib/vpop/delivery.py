@@ -4,20 +4,24 @@ A *delivery line* is what a valias row, a user's ``.qmail`` line or the ``.qmail
 instruction says: ``#comment``, ``|program``, a Maildir (``/`` or ``./`` ..., ending ``/``),
 an mbox file (``/`` or ``./`` ..., not ending ``/``) or an address (``&`` allowed).
 
-Nothing here prints or exits.  Informational lines for the delivery report go to
-``Delivery.report``; outcomes are exceptions of :mod:`vpop.errors`; a program that exits 99
-raises :class:`StopDelivery` ("delivered, ignore what follows").
+Nothing here prints or exits: outcomes are exceptions of :mod:`vpop.errors`; a program that
+exits 99 raises :class:`StopDelivery` ("delivered, ignore what follows").
 """
 
 import os
 
 from vpop.bounce import LOOPING, OVER_QUOTA, read_message_file
 from vpop.errors import PermanentFailure, TemporaryFailure
+from vpop.files import read_chunks, write_all
 
 # Program exit codes qmail-local (and vdelivermail) treat as permanent failures.
 HARD_PROGRAM_EXITS = frozenset((64, 65, 70, 76, 77, 78, 100, 112))
 DELIVERED_TO = b"Delivered-To: "
 LOOP_HEADER_LIMIT = 1 << 20  # how much of the header section the loop check reads
+
+
+# Python ignores SIGPIPE and SIGXFSZ; programs and qmail-inject get the defaults back.
+_DEFAULT_SIGNALS = (13, 25)
 
 
 class StopDelivery(Exception):  # noqa: N818 - a control-flow signal, not an error
@@ -97,7 +101,6 @@ class Delivery:
         self.message = message
         self.user = user
         self.domain = domain
-        self.report: list[str] = []
         self.address = f"{user}@{domain.real}"
 
     # ----------------------------------------------------------------- headers
@@ -107,7 +110,7 @@ class Delivery:
             sender = self.environ.get("SENDER")
             if sender is None:
                 return b""
-            rpline = f"Return-Path: <{sender}>\n"
+            rpline = f"Return-Path: <{sender.replace(chr(10), '_').replace(chr(13), '_')}>\n"
         return rpline.encode("utf-8", "surrogateescape")
 
     def delivered_to(self, address: str) -> bytes:
@@ -118,7 +121,8 @@ class Delivery:
         """Carry out one delivery line; relative paths are relative to ``base_dir``."""
         if line.startswith("#"):
             return
-        if is_looping(self.message, line, self.environ.get("DTLINE", "")):
+        target = line[1:] if line.startswith("&") else line
+        if is_looping(self.message, target, self.environ.get("DTLINE", "")):
             raise PermanentFailure(LOOPING)
         if line.startswith("|"):
             self.run_program(line.lstrip(" |"), base_dir)
@@ -215,19 +219,15 @@ class Delivery:
         date = time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime())
         recipient = md.maildir_to_email(maildir) or self.address
         headers = self.delivered_to(recipient) + f"Date: {date}\n".encode()
-        read_end, write_end = os.pipe()
+        empty = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)  # the whole text goes as "headers"
         try:
-            os.write(write_end, text[:60000])
-            os.close(write_end)
-            write_end = -1
             with mq.delivery_lock(maildir):
-                path = md.deliver(maildir, headers, read_end)
+                path = md.deliver(maildir, headers + text, empty)
                 if quota:
-                    mq.add_usage(maildir, quota, os.stat(path).st_size, 1)
+                    size = md.size_from_name(os.path.basename(path))
+                    mq.add_usage(maildir, quota, size if size is not None else len(headers + text), 1)
         finally:
-            os.close(read_end)
-            if write_end >= 0:
-                os.close(write_end)
+            os.close(empty)
 
     # ----------------------------------------------------------------- mbox
     def deliver_mbox(self, path: str) -> None:
@@ -249,11 +249,9 @@ class Delivery:
         try:
             pid = os.posix_spawn("/bin/sh", ["/bin/sh", "-c", command], env,
                                  file_actions=[(os.POSIX_SPAWN_DUP2, self.message.fd, 0)],
-                                 setsigdef=(13,))
+                                 setsigdef=_DEFAULT_SIGNALS)
         except OSError as exc:
             raise TemporaryFailure(f"Unable to fork: {exc.errno}.") from None
-        finally:
-            pass
         status = _wait(pid)
         if os.WIFSIGNALED(status):
             raise TemporaryFailure("Aack, child crashed. (#4.3.0)")
@@ -282,7 +280,7 @@ class Delivery:
             pid = os.posix_spawn(inject, [inject, "--", address], self.environ,
                                  file_actions=[(os.POSIX_SPAWN_DUP2, read_end, 0),
                                                (os.POSIX_SPAWN_CLOSE, write_end)],
-                                 setsigdef=(13,))
+                                 setsigdef=_DEFAULT_SIGNALS)
         except OSError:
             os.close(read_end)
             os.close(write_end)
@@ -290,14 +288,9 @@ class Delivery:
         os.close(read_end)
         failed = None
         try:
-            _write_all(write_end, self.return_path() + header)
-            offset = 0
-            while True:
-                chunk = os.pread(self.message.fd, 65536, offset)
-                if not chunk:
-                    break
-                offset += len(chunk)
-                _write_all(write_end, chunk)
+            write_all(write_end, self.return_path() + header)
+            for chunk in read_chunks(self.message.fd, 0, 65536):
+                write_all(write_end, chunk)
         except OSError as exc:
             failed = exc
         finally:
@@ -314,12 +307,6 @@ class Delivery:
         if code == 100:
             raise PermanentFailure("system error calling qmail-inject")
         raise TemporaryFailure("system error calling qmail-inject")
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 def _wait(pid: int) -> int:

@@ -173,6 +173,13 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until all of ``data`` is written (a pipe or a signal may cut a write short)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def read_chunks(fd: int, offset: int, chunk: int):
     """Yield the contents of ``fd`` from ``offset`` to its end in pieces of at most ``chunk``.
 

@@ -26,6 +26,7 @@ import os
 import time
 
 from vpop.errors import PermanentFailure, TemporaryFailure
+from vpop.files import write_all
 
 __all__ = [
     "deliver",
@@ -176,13 +177,6 @@ def _write_error(exc: OSError) -> Exception:
     return TemporaryFailure(f"write failed errno = {exc.errno}\n{SYSTEM_ERROR}")
 
 
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
-
-
 def _copy_message(out_fd: int, in_fd: int, offset: int, chunk: int) -> int:
     """Copy ``in_fd`` from ``offset`` to its end into ``out_fd``; returns the byte count.
 
@@ -201,7 +195,7 @@ def _copy_message(out_fd: int, in_fd: int, offset: int, chunk: int) -> int:
             raise TemporaryFailure(f"read failed errno = {exc.errno}\n{SYSTEM_ERROR}") from exc
         if not data:
             return total
-        _write_all(out_fd, data)
+        write_all(out_fd, data)
         total += len(data)
 
 
@@ -308,7 +302,7 @@ def deliver(
     try:
         try:
             if headers:
-                _write_all(fd, headers)
+                write_all(fd, headers)
             size = len(headers) + _copy_message(fd, message_fd, message_offset, chunk)
             os.fsync(fd)
         except OSError as exc:

@@ -27,6 +27,7 @@ import os
 import time
 
 from vpop.errors import TemporaryFailure
+from vpop.files import write_all
 
 __all__ = ["deliver_mbox", "error_str", "from_line"]
 
@@ -149,12 +150,6 @@ class _Quoter:
         return held
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 def _take_dotlock(lockpath: str, deadline: float) -> int | None:
     """Create the dot-lock; returns its inode, or None when this directory allows no dot-lock.
 
@@ -249,7 +244,7 @@ def deliver_mbox(
         locked = _take_fcntl_lock(fd, deadline) or dot_inode is not None
         pos = os.lseek(fd, 0, os.SEEK_END)
         try:
-            _write_all(fd, first + headers)
+            write_all(fd, first + headers)
             _copy_quoted(fd, message_fd, message_offset, chunk, not headers or headers.endswith(b"\n"))
             os.fsync(fd)
         except OSError as exc:
@@ -287,6 +282,6 @@ def _copy_quoted(out_fd: int, in_fd: int, offset: int, chunk: int, at_start: boo
         if not data:
             break
         last = data[-1:]
-        _write_all(out_fd, b"".join(quoter.feed(data)))
+        write_all(out_fd, b"".join(quoter.feed(data)))
     tail = quoter.flush()
-    _write_all(out_fd, tail + (b"\n" if last == b"\n" else b"\n\n"))
+    write_all(out_fd, tail + (b"\n" if last == b"\n" else b"\n\n"))
