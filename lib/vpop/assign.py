@@ -41,19 +41,12 @@ def lookup(qmail_home: str, domain: str) -> Domain | None:
     """Resolve ``domain`` (lower case) through users/cdb, else users/assign; None if unknown."""
     key = ("!" + domain + "-").encode()
     path = qmail_home + "/users/cdb"
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except FileNotFoundError:
-        return _lookup_assign(qmail_home + "/users/assign", domain)
-    except OSError as exc:
-        raise TemporaryFailure(f"cannot read {path}: {exc.strerror}") from None
-    from cdblib import Reader
+    from vpop.files import cdb_get
 
     try:
-        value = Reader(data).get(key)
-    except Exception as exc:  # a truncated or corrupt cdb: defer, do not guess
-        raise TemporaryFailure(f"cannot read {path}: corrupt cdb ({exc})") from None
+        value = cdb_get(path, key)
+    except FileNotFoundError:
+        return _lookup_assign(qmail_home + "/users/assign", domain)
     if value is None:
         return None
     return _from_fields(domain, value.split(b"\0"))

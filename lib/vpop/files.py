@@ -207,6 +207,28 @@ def read_chunks(fd: int, offset: int, chunk: int):
         yield data
 
 
+def cdb_get(path: str, key: bytes) -> bytes | None:
+    """The first record for ``key`` in the cdb ``path`` (memory-mapped, never read whole).
+
+    FileNotFoundError when there is no such file (the caller decides what that means);
+    TemporaryFailure when it cannot be read or is not a cdb.
+    """
+    from cdblib import Reader
+
+    try:
+        reader = Reader(file_path=path)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as exc:  # ValueError: mmap of an empty file
+        raise TemporaryFailure(f"cannot read {path}: {exc}") from None
+    try:
+        return reader.get(key)
+    except Exception as exc:  # a truncated or corrupt cdb: defer, do not guess
+        raise TemporaryFailure(f"cannot read {path}: corrupt cdb ({exc})") from None
+    finally:
+        reader.close()
+
+
 def write_cdb(path: str, pairs: "Iterable[tuple[bytes, bytes]]", uid: int | None = None,
               gid: int | None = None, mode: int = 0o644) -> None:
     """Atomically replace ``path`` with a cdb of the (key, data) ``pairs``, in their order."""

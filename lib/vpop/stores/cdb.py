@@ -109,14 +109,13 @@ class CdbStore(Store):
         text_path = domain.dir + "/vpasswd"
         cdb_time, text_time = _mtime(cdb_path), _mtime(text_path)
         if cdb_time is not None and (text_time is None or cdb_time >= text_time):
-            data = _read(cdb_path)
-            if data is not None:
-                from cdblib import Reader
+            from vpop.files import cdb_get
 
-                try:
-                    value = Reader(data).get(user.encode())
-                except Exception as exc:
-                    raise TemporaryFailure(f"cannot read {cdb_path}: corrupt cdb ({exc})") from None
+            try:
+                value = cdb_get(cdb_path, user.encode())
+            except FileNotFoundError:
+                value = None  # removed since the stat: read vpasswd below
+            else:
                 if value is None:
                     return None
                 return parse_record(user, domain.real, value.decode("utf-8", "surrogateescape"))
