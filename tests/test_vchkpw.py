@@ -800,6 +800,20 @@ def test_roaming_users_open_the_relay(tree: Tree) -> None:
     assert b"198.51.100.7" in _tcp_rules(tree)
 
 
+def test_clearopensmtp_closes_old_relays(tree: Tree) -> None:
+    tree.write_settings(roaming_users=True, relay_clear_minutes=60)
+    tree.write_etc("tcp.smtp", '127.:allow,RELAYCLIENT=""\n')
+    old = int(time.time()) - 2 * 3600
+    tree.write_etc("open-smtp", f'203.0.113.9:allow,RELAYCLIENT="",RBLSMTPD=""\t{old}\n')
+    assert tree.login(pop())[0].returncode == 0
+    assert b"203.0.113.9" in _tcp_rules(tree)
+    done = tree.run([program("clearopensmtp")], None, tree.env())
+    assert (done.returncode, done.stdout) == (0, b"clearopensmtp: 1 relay entry removed\n"), done.stderr
+    assert [line.split(":", 1)[0] for line in _open_smtp(tree)] == [REMOTE_IP]
+    rules = _tcp_rules(tree)
+    assert b"203.0.113.9" not in rules and REMOTE_IP.encode() in rules and b"127." in rules
+
+
 def test_roaming_users_off_by_default(tree: Tree) -> None:
     done, record = tree.login(pop())
     assert done.returncode == 0

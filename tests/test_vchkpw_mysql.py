@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from cdblib import Reader
-from helpers import VPOPMAIL_GID, VPOPMAIL_UID, fd3_payload
+from helpers import VPOPMAIL_GID, VPOPMAIL_UID, fd3_payload, program
 from passlib import hash as ph
 from tree import REMOTE_IP, Tree, load_schema, mysql_connect, mysql_rows, snapshot
 
@@ -200,6 +200,19 @@ def test_relay_row_and_tcp_smtp_cdb(tree: Tree, db: dict[str, Any]) -> None:
     done, record = tree.login(pop(timestamp=b""), TCPLOCALPORT="25", TCPREMOTEIP="198.51.100.7")
     assert done.returncode == 0, done.stderr
     assert [r[0] for r in mysql_rows(db, "SELECT ip_addr FROM relay")] == [REMOTE_IP]
+
+
+def test_clearopensmtp_deletes_old_relay_rows(tree: Tree, db: dict[str, Any]) -> None:
+    tree.write_settings(roaming_users=True, relay_clear_minutes=60)
+    tree.write_etc("tcp.smtp", '127.:allow,RELAYCLIENT=""\n')
+    assert tree.login(pop())[0].returncode == 0
+    old = int(time.time()) - 2 * 3600
+    mysql_rows(db, "INSERT INTO relay (ip_addr, timestamp) VALUES ('203.0.113.9', %s)", (str(old),))
+    done = tree.run([program("clearopensmtp")], None, tree.env())
+    assert (done.returncode, done.stdout) == (0, b"clearopensmtp: 1 relay entry removed\n"), done.stderr
+    assert [r[0] for r in mysql_rows(db, "SELECT ip_addr FROM relay")] == [REMOTE_IP]
+    rules = dict(Reader((tree.etc / "tcp.smtp.cdb").read_bytes()).items())
+    assert b"203.0.113.9" not in rules and REMOTE_IP.encode() in rules
 
 
 def test_mysql_limits(tree: Tree, db: dict[str, Any]) -> None:

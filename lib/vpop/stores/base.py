@@ -81,6 +81,10 @@ class Store:
     def open_relay(self, ip: str, now: int) -> None:
         raise NotImplementedError
 
+    def clear_relay(self, now: int) -> int:
+        """Forget relay entries older than ``relay_clear_minutes``; returns how many went."""
+        raise NotImplementedError
+
     def as_mail_user(self, domain: Domain):
         """Context for updates: the file-based stores write as the domain's uid (see privileges)."""
         return _NO_SWITCH

@@ -184,9 +184,21 @@ class CdbStore(Store):
         from vpop import relay
 
         settings = self.settings
-        uid = gid = None
-        if os.geteuid() == 0:  # as vpopmail does: the files belong to the owner of ~vpopmail/etc
-            owner = os.stat(settings.etc_dir)
-            uid, gid = owner.st_uid, owner.st_gid
+        uid, gid = self._etc_owner()
         relay.open_relay(settings.etc_dir, ip, now, settings.tcp_file, settings.rebuild_tcpserver_file,
                          uid, gid)
+
+    def clear_relay(self, now: int) -> int:
+        from vpop import relay
+
+        settings = self.settings
+        uid, gid = self._etc_owner()
+        return relay.clear_expired(settings.etc_dir, now, settings.relay_clear_minutes, settings.tcp_file,
+                                   settings.rebuild_tcpserver_file, uid, gid)
+
+    def _etc_owner(self) -> tuple[int | None, int | None]:
+        """As root, vpopmail leaves the relay files to the owner of ~vpopmail/etc."""
+        if os.geteuid() != 0:
+            return None, None
+        owner = os.stat(self.settings.etc_dir)
+        return owner.st_uid, owner.st_gid

@@ -110,13 +110,26 @@ class MysqlStore(Store):
         affected = self.db.execute("REPLACE INTO relay (ip_addr, timestamp) VALUES (%s, %s)",
                                    (ip, str(now)), create=RELAY_TABLE)
         if affected == 1 and self.settings.rebuild_tcpserver_file:
-            from vpop import tcprules
+            self._rebuild_rules(int(time.time()))
 
-            cutoff = int(time.time()) - self.settings.relay_clear_minutes * 60
-            rows = self.db.query("SELECT ip_addr FROM relay WHERE timestamp > %s", (str(cutoff),))
-            lines = relay.rules_from_rows([str(r[0]) for r in rows])
-            tcp = self.settings.tcp_file
-            tcprules.build(tcp, lines, tcp + ".cdb")
+    def clear_relay(self, now: int) -> int:
+        """clearopensmtp: forget relay rows older than ``relay_clear_minutes``, then rebuild."""
+        cutoff = now - self.settings.relay_clear_minutes * 60
+        removed = self.db.execute("DELETE FROM relay WHERE timestamp <= %s", (str(cutoff),),
+                                  create=RELAY_TABLE)
+        if self.settings.rebuild_tcpserver_file:
+            self._rebuild_rules(now)
+        return removed
+
+    def _rebuild_rules(self, now: int) -> None:
+        """tcp.smtp.cdb from tcp.smtp plus one allow line per fresh relay row."""
+        from vpop import relay, tcprules
+
+        cutoff = now - self.settings.relay_clear_minutes * 60
+        rows = self.db.query("SELECT ip_addr FROM relay WHERE timestamp > %s", (str(cutoff),))
+        lines = relay.rules_from_rows([str(r[0]) for r in rows])
+        tcp = self.settings.tcp_file
+        tcprules.build(tcp, lines, tcp + ".cdb")
 
     def valias_lines(self, alias: str, domain: Domain) -> list[str]:
         rows = self.db.query("SELECT valias_line FROM valias WHERE alias = %s AND domain = %s",

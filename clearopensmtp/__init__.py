@@ -1,0 +1,1 @@
+"""clearopensmtp: expire roaming users' relay entries (run from cron)."""
