@@ -267,3 +267,15 @@ def make_home(
 def remove_tree(path: str | os.PathLike[str]) -> None:
     """rmtree that never fails a teardown."""
     shutil.rmtree(path, ignore_errors=True)
+
+
+def spawn_python(code: str, *args: str, **kw: object) -> subprocess.Popen[str]:
+    """``code`` in a fresh interpreter that imports the same ``vpop`` as the tests (text pipes)."""
+    import textwrap
+
+    import vpop
+
+    parent = str(Path(vpop.__file__).resolve().parent.parent)
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args],
+                            env=dict(os.environ, PYTHONPATH=parent), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)  # type: ignore[call-overload]

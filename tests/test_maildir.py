@@ -6,32 +6,27 @@ import os
 import re
 import stat
 import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
-import vpop
+from helpers import spawn_python
 from vpop import maildir
 from vpop.errors import PermanentFailure, TemporaryFailure
 
 #: Directory holding the ``vpop`` package the tests import, for the subprocesses.
-VPOP_PARENT = str(Path(vpop.__file__).resolve().parent.parent)
 
 NAME_RE = re.compile(r"^(\d+)\.M(\d{1,6})P(\d+)Q(\d+)\.([^/:]+),S=(\d+)$")
 
 
 def run_python(code: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run ``code`` in a fresh interpreter that imports the same ``vpop`` as this test."""
-    env = dict(os.environ, PYTHONPATH=VPOP_PARENT)
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    with spawn_python(code, *args) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def message_file(tmp_path: Path, data: bytes, name: str = "msg") -> int:

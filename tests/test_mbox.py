@@ -5,34 +5,19 @@ import json
 import mailbox
 import os
 import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
-import vpop
+from helpers import spawn_python
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from vpop import mbox
 from vpop.errors import TemporaryFailure
 
-VPOP_PARENT = str(Path(vpop.__file__).resolve().parent.parent)
 # qmail-local.8's example says "Sat Jan 03 01:05:34 1996"; that day was a Wednesday.
 NOW = calendar.timegm((1996, 1, 3, 1, 5, 34, 0, 0, 0))
 HEADERS = b"Return-Path: <god@heaven.af.mil>\nDelivered-To: bob@example.com\n"
-
-
-def spawn(code: str, *args: str, **kw: object) -> subprocess.Popen[str]:
-    env = dict(os.environ, PYTHONPATH=VPOP_PARENT)
-    return subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code), *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **kw,
-    )
 
 
 def quoted(body: bytes) -> bytes:
@@ -214,7 +199,7 @@ def test_write_failure_cuts_back(tmp_path: Path) -> None:
     before = box.read_bytes()
     msg = tmp_path / "big"
     msg.write_bytes((b"From line to quote\n" + b"y" * 80 + b"\n") * 200)
-    proc = spawn(WRITE_FAILURE, str(box), str(msg))
+    proc = spawn_python(WRITE_FAILURE, str(box), str(msg))
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert json.loads(out) == {
@@ -260,7 +245,7 @@ HOLD_FCNTL_LOCK = """
 def test_fcntl_lock_is_honoured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(mbox, "LOCK_WAIT", 0.3)
     box = tmp_path / "mbox"
-    holder = spawn(HOLD_FCNTL_LOCK, str(box), stdin=subprocess.PIPE)
+    holder = spawn_python(HOLD_FCNTL_LOCK, str(box), stdin=subprocess.PIPE)
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(TemporaryFailure) as info:
@@ -289,7 +274,7 @@ DELIVERER = """
 def test_concurrent_deliverers(tmp_path: Path) -> None:
     box = tmp_path / "mbox"
     procs, each = 8, 20
-    workers = [spawn(DELIVERER, str(box), f"p{k}", str(each)) for k in range(procs)]
+    workers = [spawn_python(DELIVERER, str(box), f"p{k}", str(each)) for k in range(procs)]
     for w in workers:
         _out, err = w.communicate(timeout=120)
         assert w.returncode == 0, err

@@ -2,28 +2,12 @@
 
 import fcntl
 import os
-import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
-import vpop
+from helpers import spawn_python
 from vpop import maildir, quota
-
-VPOP_PARENT = str(Path(vpop.__file__).resolve().parent.parent)
-
-
-def spawn(code: str, *args: str) -> subprocess.Popen[str]:
-    env = dict(os.environ, PYTHONPATH=VPOP_PARENT)
-    return subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code), *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 @pytest.fixture
@@ -399,7 +383,7 @@ RECOUNTER = """
 
 
 def run_deliverers(md: str, q: str, procs: int = 8, each: int = 25) -> None:
-    workers = [spawn(DELIVERER, md, str(each), q) for _ in range(procs)]
+    workers = [spawn_python(DELIVERER, md, str(each), q) for _ in range(procs)]
     for w in workers:
         _out, err = w.communicate(timeout=120)
         assert w.returncode == 0, err
@@ -425,7 +409,7 @@ def test_parallel_deliveries_with_concurrent_recounts(md: str, tmp_path: Path) -
     q = "100000000S"
     quota.recalculate(md, q)
     stop = tmp_path / "stop"
-    recounter = spawn(RECOUNTER, md, q, str(stop))
+    recounter = spawn_python(RECOUNTER, md, q, str(stop))
     try:
         run_deliverers(md, q)
     finally:

@@ -11,6 +11,7 @@ import sys
 from vpop import log as vlog
 from vpop.errors import AuthFailure, ConfigError, TemporaryFailure, UsageError, VpopError
 from vpop.privileges import ActingAs
+from vpop.stores.base import NO_IMAP, NO_POP, NO_RELAY, NO_SMTP, NO_WEBMAIL
 
 FD3_LIMIT = 512
 SMTP, POP, IMAP, WEBMAIL = "smtp", "pop", "imap", "webmail"
@@ -19,8 +20,7 @@ _PORTS = {
     "587": (SMTP, "submission"), "993": (IMAP, "imaps"), "995": (POP, "pop3s"),
 }
 _DOVECOT_SERVICES = {"imap": IMAP, "pop3": POP, "smtp": SMTP, "submission": SMTP, "lmtp": SMTP}
-_DENIED_BIT = {POP: 0x02, WEBMAIL: 0x04, IMAP: 0x08, SMTP: 0x800}
-_NO_RELAY = 0x20
+_DENIED_BIT = {POP: NO_POP, WEBMAIL: NO_WEBMAIL, IMAP: NO_IMAP, SMTP: NO_SMTP}
 ACCOUNT_STORES = ("qmail-mysql", "vmail-sql")
 _NOT_RUNNABLE = ("vchkpw is only for talking with qmail-popup and qmail-pop3d. "
                  "It is not for runnning on the command line.")
@@ -286,7 +286,7 @@ def after_login(login: Login, settings, store, record, domain, flags: int) -> No
                 store.set_lastauth(record, domain, login.ip, now)
         except (TemporaryFailure, OSError) as exc:
             login.say(vlog.INTERNAL, f"lastauth not recorded {login.who()}: {exc}")
-    if settings.roaming_users and not flags & _NO_RELAY and login.service != SMTP and login.ip:
+    if settings.roaming_users and not flags & NO_RELAY and login.service != SMTP and login.ip:
         try:
             store.open_relay(login.ip, now)
         except (TemporaryFailure, OSError, ValueError) as exc:

@@ -114,7 +114,7 @@ def _read_lines(path: str) -> list[bytes]:
 
 
 def _store(path: str, lines: list[bytes], uid: int | None, gid: int | None) -> None:
-    from vpop.tcprules import replace_file
+    from vpop.files import replace_file
 
     replace_file(path, lambda fileobj: fileobj.write(b"".join(line + b"\n" for line in lines)), uid, gid)
 

@@ -20,7 +20,7 @@ would have written from the same text.  The format, as confirmed against ``/usr/
 
 
 from vpop.errors import ConfigError
-from vpop.files import replace_file, write_cdb  # noqa: F401 - replace_file: part of this module's API
+from vpop.files import write_cdb
 
 TYPE_CHECKING = False  # typing costs import time; the names below are only for annotations
 if TYPE_CHECKING:
