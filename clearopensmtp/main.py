@@ -6,8 +6,8 @@ with a message when the store or a file cannot be used.
 """
 
 import sys
-import time
 
+from vpop import clock
 from vpop.errors import VpopError
 
 
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(settings.path, None, "clearopensmtp needs store = cdb or mysql")
         store = open_store(settings)
         try:
-            removed = store.clear_relay(int(time.time()))
+            removed = store.clear_relay(int(clock.now()))
         finally:
             store.close()
     except VpopError as exc:

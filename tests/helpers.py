@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -31,6 +32,18 @@ VPOPMAIL_GID = 89
 #: Largest fd 3 payload run_checkpassword accepts (it is written before the child starts, so it must
 #: fit in the pipe buffer, which can be raised to /proc/sys/fs/pipe-max-size, 1 MiB by default).
 FD3_MAX = 1 << 20
+
+
+def epoch(when: str) -> int:
+    """``YYYY-MM-DD hh:mm:ss`` read as UTC, in seconds since the epoch (for ``VPOP_CLOCK``)."""
+    import calendar
+
+    return calendar.timegm(time.strptime(when, "%Y-%m-%d %H:%M:%S"))
+
+
+def clock_text(seconds: float) -> str:
+    """A ``VPOP_CLOCK`` value: whole seconds as digits, or with up to 6 decimals."""
+    return str(int(seconds)) if seconds == int(seconds) else f"{seconds:.6f}"
 
 
 def program(name: str) -> str:

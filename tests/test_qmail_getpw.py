@@ -28,6 +28,7 @@ from qmysql import (
     getpw_fields,
     sqlserver_text,
 )
+from syslogrecord import FACILITY_MAIL, SEVERITY
 
 from qmail_getpw.main import TEMPORARY_ERRNOS, home_owned
 
@@ -376,12 +377,11 @@ def test_world_readable_sqlserver_warns_once_per_run(with_alias: QmailMysqlTree)
     os.chmod(site.sqlserver, 0o644)
     for local in ("iain", "iain-slowlaris"):
         assert site.getpw(local).returncode == 0
-        records = site.syslog_records()
-        assert len(records) == 1, records
-        text = records[0].decode()
-        assert " qmail-getpw[" in text
+        (record,) = site.syslog_parsed()
+        assert record.tag == "qmail-getpw"
+        text = record.message
         assert str(site.sqlserver) in text and "chmod 640" in text and "chgrp" in text
-        assert text.startswith("<20>")  # facility mail, priority warning
+        assert (record.facility, record.severity) == (FACILITY_MAIL, SEVERITY["warning"])
 
 
 def test_world_readable_sqlserver_refused(with_alias: QmailMysqlTree) -> None:
@@ -390,11 +390,11 @@ def test_world_readable_sqlserver_refused(with_alias: QmailMysqlTree) -> None:
     os.chmod(with_alias.sqlserver, 0o644)
     fails(with_alias.getpw("iain"), 111)
     fails(with_alias.getpw("nobody"), 111)
-    records = with_alias.syslog_records()  # refused, but not in silence: stderr is closed under qmail-lspawn
+    records = with_alias.syslog_parsed()  # refused, but not in silence: stderr is closed under qmail-lspawn
     assert len(records) == 2, records
     for record in records:
-        text = record.decode()
-        assert text.startswith("<19>") and str(with_alias.sqlserver) in text and "refused" in text, text
+        assert (record.facility, record.severity) == (FACILITY_MAIL, SEVERITY["err"]), record
+        assert str(with_alias.sqlserver) in record.message and "refused" in record.message, record
     os.chmod(with_alias.sqlserver, 0o604)  # "other" may read: still refused
     fails(with_alias.getpw("iain"), 111)
 

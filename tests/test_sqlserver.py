@@ -17,6 +17,7 @@ from helpers import fd3_payload
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from qmysql import POPUSER_UID, USERS_GID, QmailMysqlTree, empty_tables, getpw_fields
+from syslogrecord import SEVERITY
 from tree import REMOTE_IP
 from vpop.credentials import Server, parse_sqlserver, read_sqlserver
 from vpop.errors import ConfigError
@@ -273,8 +274,8 @@ def test_world_readable_warning_with_vchkpw(site: QmailMysqlTree) -> None:
     for _ in range(2):  # once per run, every run
         done, record = login(site)
         assert done.returncode == 0 and record is not None
-        records = site.syslog_records()
-        warnings = [r.decode() for r in records if r.startswith(b"<20>")]
+        records = site.syslog_parsed()
+        warnings = [r.message for r in records if r.severity == SEVERITY["warning"]]
         assert len(warnings) == 1 and len(records) == 2, records
         assert str(site.sqlserver) in warnings[0] and "chmod 640" in warnings[0]
         assert "readable by every local user" in warnings[0]

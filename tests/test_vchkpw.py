@@ -12,14 +12,14 @@ import hmac
 import os
 import shutil
 import stat
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cdblib import Reader
-from helpers import VPOPMAIL_GID, VPOPMAIL_UID, fd3_payload, program
+from helpers import VPOPMAIL_GID, VPOPMAIL_UID, epoch, fd3_payload, program
 from passlib import hash as ph
+from syslogrecord import FACILITY_MAIL, SEVERITY
 from tree import LOCAL_IP, REMOTE_IP, Tree, snapshot
 
 BANNER = b"<4242.1700000000@mail.example.com>"  # qmail-popup's timestamp, sent with USER/PASS too
@@ -70,20 +70,18 @@ def test_pop_login_success(tree: Tree) -> None:
     assert env["TCPREMOTEIP"] == REMOTE_IP and env["VPOP_CONFIG"] == str(tree.config)  # passed through
     assert "LC_CTYPE" not in env
     assert record["argv"][0] == tree.recorder and len(record["argv"]) == 2
-    records = tree.syslog_records()
-    assert len(records) == 1
-    text = records[0].decode()
-    assert text.startswith("<21>"), "facility mail, priority notice"
-    assert text.split(" ", 3)[3].startswith("vpopmail[")
-    assert text.endswith("]: " + OK_LINE)
+    (record,) = tree.syslog_parsed()
+    assert (record.facility, record.severity) == (FACILITY_MAIL, SEVERITY["notice"])
+    assert record.tag == "vpopmail" and record.pid is not None and record.pid > 1
+    assert record.message == OK_LINE
 
 
 def test_log_name_setting(tree: Tree) -> None:
     tree.write_settings(log_name="vpop-test")
     done, record = tree.login(pop())
     assert done.returncode == 0, done.stderr
-    (raw,) = tree.syslog_records()
-    assert b" vpop-test[" in raw and raw.endswith(OK_LINE.encode())
+    (record,) = tree.syslog_parsed()
+    assert record.tag == "vpop-test" and record.message == OK_LINE
 
 
 def test_wrong_password_is_refused(tree: Tree) -> None:
@@ -733,14 +731,25 @@ def test_vpasswd_newer_than_cdb_is_read(tree: Tree) -> None:
 def test_lastauth_file(tree: Tree) -> None:
     lastauth = Path(tree.bob.dir) / "lastauth"
     assert not lastauth.exists()
-    before = time.time()
+    tree.clock = epoch("2027-01-05 12:00:00")
     done, record = tree.login(pop())
     assert done.returncode == 0, done.stderr
     assert lastauth.read_bytes() == REMOTE_IP.encode()
     assert _owned_by_vpopmail(lastauth)
-    assert before - 2 <= lastauth.stat().st_mtime <= time.time() + 2
+    assert lastauth.stat().st_mtime == tree.clock  # the time of the login, by the programs' clock
+    tree.clock += 3 * 86400 + 0.5
     done, record = tree.login(pop(), TCPREMOTEIP="198.51.100.7")
     assert lastauth.read_bytes() == b"198.51.100.7"
+    assert lastauth.stat().st_mtime == int(tree.clock)  # whole seconds, as vpopmail's time_t
+
+
+def test_lastauth_on_the_system_clock(tree: Tree) -> None:
+    done, record = tree.login(pop())
+    assert done.returncode == 0, done.stderr
+    lastauth = Path(tree.bob.dir) / "lastauth"
+    # the stamp is a whole second of the system clock: no later than the file's own ctime
+    st = lastauth.stat()
+    assert st.st_mtime == int(st.st_mtime) and 0 <= st.st_ctime - st.st_mtime < 60
 
 
 def test_lastauth_symlink_is_not_followed(tree: Tree) -> None:
@@ -780,14 +789,13 @@ def _tcp_rules(tree: Tree) -> dict[bytes, bytes]:
 def test_roaming_users_open_the_relay(tree: Tree) -> None:
     tree.write_settings(roaming_users=True)
     tree.write_etc("tcp.smtp", '127.:allow,RELAYCLIENT=""\n')
-    before = int(time.time())
+    tree.clock = epoch("2027-12-31 23:59:59")
     done, record = tree.login(pop())
     assert done.returncode == 0, done.stderr
-    after = int(time.time())
     (line,) = _open_smtp(tree)
     rule, tab, stamp = line.partition("\t")
     assert rule == f'{REMOTE_IP}:allow,RELAYCLIENT="",RBLSMTPD=""' and tab
-    assert before <= int(stamp) <= after
+    assert stamp == str(tree.clock)
     # tcprules' data: "D\0" for deny, nothing for allow, then "+VAR=value\0" per variable
     rules = _tcp_rules(tree)
     assert rules[REMOTE_IP.encode()] == b"+RELAYCLIENT=\0+RBLSMTPD=\0"
@@ -803,15 +811,20 @@ def test_roaming_users_open_the_relay(tree: Tree) -> None:
 def test_clearopensmtp_closes_old_relays(tree: Tree) -> None:
     tree.write_settings(roaming_users=True, relay_clear_minutes=60)
     tree.write_etc("tcp.smtp", '127.:allow,RELAYCLIENT=""\n')
-    old = int(time.time()) - 2 * 3600
-    tree.write_etc("open-smtp", f'203.0.113.9:allow,RELAYCLIENT="",RBLSMTPD=""\t{old}\n')
+    tree.clock = now = epoch("2028-02-29 00:30:00")
+    tree.write_etc("open-smtp", f'203.0.113.9:allow,RELAYCLIENT="",RBLSMTPD=""\t{now - 3600}\n'
+                                f'203.0.113.8:allow,RELAYCLIENT="",RBLSMTPD=""\t{now - 3599}\n')
     assert tree.login(pop())[0].returncode == 0
     assert b"203.0.113.9" in _tcp_rules(tree)
     done = tree.run([program("clearopensmtp")], None, tree.env())
     assert (done.returncode, done.stdout) == (0, b"clearopensmtp: 1 relay entry removed\n"), done.stderr
-    assert [line.split(":", 1)[0] for line in _open_smtp(tree)] == [REMOTE_IP]
+    assert sorted(line.split(":", 1)[0] for line in _open_smtp(tree)) == ["192.0.2.10", "203.0.113.8"]
     rules = _tcp_rules(tree)
     assert b"203.0.113.9" not in rules and REMOTE_IP.encode() in rules and b"127." in rules
+    tree.clock = now + 3600  # an hour on, the login's own entry has run out too
+    done = tree.run([program("clearopensmtp")], None, tree.env())
+    assert (done.returncode, done.stdout) == (0, b"clearopensmtp: 2 relay entries removed\n"), done.stderr
+    assert _open_smtp(tree) == [] and b"127." in _tcp_rules(tree)
 
 
 def test_roaming_users_off_by_default(tree: Tree) -> None:

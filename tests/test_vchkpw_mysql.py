@@ -7,14 +7,13 @@ and a sandbox tree whose ``etc/vpopmail.mysql`` points at it (read line, optiona
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cdblib import Reader
-from helpers import VPOPMAIL_GID, VPOPMAIL_UID, fd3_payload, program
+from helpers import VPOPMAIL_GID, VPOPMAIL_UID, epoch, fd3_payload, program
 from passlib import hash as ph
 from tree import REMOTE_IP, Tree, load_schema, mysql_connect, mysql_rows, snapshot
 
@@ -155,14 +154,14 @@ def test_blank_pw_dir_is_created_and_written_back(tree: Tree, db: dict[str, Any]
 
 
 def test_lastauth_row(tree: Tree, db: dict[str, Any]) -> None:
-    before = int(time.time())
+    tree.clock = epoch("2027-03-01 00:00:00")
     done, record = tree.login(pop())
     assert done.returncode == 0, done.stderr
     rows = mysql_rows(db, "SELECT user, domain, remote_ip, timestamp FROM lastauth")
     assert len(rows) == 1
     user, domain, ip, stamp = rows[0]
     assert (user, domain, ip) == ("bob", "example.com", REMOTE_IP)
-    assert before <= stamp <= int(time.time())
+    assert stamp == tree.clock
     tree.login(pop(), TCPREMOTEIP="198.51.100.7")
     assert mysql_rows(db, "SELECT remote_ip FROM lastauth") == [("198.51.100.7",)]
     assert not (Path(tree.bob.dir) / "lastauth").exists()
@@ -186,12 +185,11 @@ def test_no_lastauth_row_when_off_or_refused(tree: Tree, db: dict[str, Any]) -> 
 def test_relay_row_and_tcp_smtp_cdb(tree: Tree, db: dict[str, Any]) -> None:
     tree.write_settings(roaming_users=True)
     tree.write_etc("tcp.smtp", '127.:allow,RELAYCLIENT=""\n')
-    before = int(time.time())
+    tree.clock = epoch("2027-10-31 01:30:00")
     done, record = tree.login(pop())
     assert done.returncode == 0, done.stderr
     rows = mysql_rows(db, "SELECT ip_addr, timestamp FROM relay")
-    assert len(rows) == 1 and rows[0][0] == REMOTE_IP
-    assert before <= int(rows[0][1]) <= int(time.time())
+    assert rows == [(REMOTE_IP, str(tree.clock))]
     rules = dict(Reader((tree.etc / "tcp.smtp.cdb").read_bytes()).items())
     assert rules[REMOTE_IP.encode()] == b"+RELAYCLIENT=\0+RBLSMTPD=\0"
     assert rules[b"127."] == b"+RELAYCLIENT=\0"
@@ -205,12 +203,13 @@ def test_relay_row_and_tcp_smtp_cdb(tree: Tree, db: dict[str, Any]) -> None:
 def test_clearopensmtp_deletes_old_relay_rows(tree: Tree, db: dict[str, Any]) -> None:
     tree.write_settings(roaming_users=True, relay_clear_minutes=60)
     tree.write_etc("tcp.smtp", '127.:allow,RELAYCLIENT=""\n')
+    tree.clock = now = epoch("2027-01-01 00:00:00")
     assert tree.login(pop())[0].returncode == 0
-    old = int(time.time()) - 2 * 3600
-    mysql_rows(db, "INSERT INTO relay (ip_addr, timestamp) VALUES ('203.0.113.9', %s)", (str(old),))
+    for ip, stamp in (("203.0.113.9", now - 3600), ("203.0.113.8", now - 3599)):
+        mysql_rows(db, "INSERT INTO relay (ip_addr, timestamp) VALUES (%s, %s)", (ip, str(stamp)))
     done = tree.run([program("clearopensmtp")], None, tree.env())
     assert (done.returncode, done.stdout) == (0, b"clearopensmtp: 1 relay entry removed\n"), done.stderr
-    assert [r[0] for r in mysql_rows(db, "SELECT ip_addr FROM relay")] == [REMOTE_IP]
+    assert sorted(r[0] for r in mysql_rows(db, "SELECT ip_addr FROM relay")) == [REMOTE_IP, "203.0.113.8"]
     rules = dict(Reader((tree.etc / "tcp.smtp.cdb").read_bytes()).items())
     assert b"203.0.113.9" not in rules and REMOTE_IP.encode() in rules
 

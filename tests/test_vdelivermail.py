@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 from cdblib import Reader
-from helpers import VPOPMAIL_GID, VPOPMAIL_UID, program
+from helpers import VPOPMAIL_GID, VPOPMAIL_UID, epoch, program
 from tree import Tree, snapshot
 
 MESSAGE = (b"From: alice@example.org\nTo: bob@example.com\nSubject: hello\n"
@@ -238,7 +238,7 @@ def test_normal_delivery(tree: Tree) -> None:
     match = NAME.match(path.name)
     assert match, path.name
     seconds, _usec, pid, serial, host, size = match.groups()
-    assert abs(int(seconds) - time.time()) < 60
+    assert abs(int(seconds) - path.stat().st_mtime) < 60  # the system clock, as the file's own time
     assert int(pid) > 1 and int(serial) >= 1
     assert host == os.uname().nodename.replace("/", "\\057").replace(":", "\\072")
     assert int(size) == path.stat().st_size == len(HEADERS) + len(MESSAGE)
@@ -736,6 +736,7 @@ def test_quota_warning_once_a_day(tree: Tree) -> None:
     warning = "Subject: Your mailbox is almost full\n\nPlease delete some mail.\n"
     write_file(tree.domain_path / ".quotawarn.msg", warning)
     first = body(2000, "first")
+    tree.clock = epoch("2027-01-09 08:00:00")
     done = tree.deliver("quser@example.com", first)  # 91 % afterwards
     assert (done.returncode, done.stdout) == (0, b"")
     contents = [p.read_bytes() for p in files(maildir)]
@@ -754,11 +755,32 @@ def test_quota_warning_once_a_day(tree: Tree) -> None:
     assert len(contents) == 3
     assert sum(b"almost full" in c for c in contents) == 1, "one warning a day"
     assert maildirsize_totals(maildir)[1:] == recount(maildir), "the warning counts towards the quota"
-    # a day later: the next delivery warns again
-    old = time.time() - 86401
-    os.utime(maildir / "quotawarn", (old, old))
+    # a day later by the programs' clock: the next delivery warns again
+    tree.clock += 86401
     assert tree.deliver("quser@example.com", body(500, "third")).returncode == 0
     assert sum(b"almost full" in p.read_bytes() for p in files(maildir)) == 2
+
+
+def test_quota_warning_once_a_day_by_the_clock(tree: Tree) -> None:
+    maildir = quota_user(tree, "1000000S")
+    seed_usage(maildir, 950000)
+    write_file(tree.domain_path / ".quotawarn.msg", "Subject: almost full\n\nDelete some mail.\n")
+
+    def warnings() -> list[bytes]:
+        return [c for c in (p.read_bytes() for p in files(maildir)) if b"almost full" in c]
+
+    tree.clock = start = epoch("2027-03-27 23:30:00")  # the night European clocks go forward
+    assert tree.deliver("quser@example.com", body(100, "a")).returncode == 0
+    (first,) = warnings()
+    assert b"\nDate: Sat, 27 Mar 2027 23:30:00 +0000\n" in first
+    assert (maildir / "quotawarn").stat().st_mtime == start
+    for offset, expected in ((3600, 1), (86399, 1), (86400, 2), (86400 + 3600, 2), (2 * 86400, 3)):
+        tree.clock = start + offset
+        assert tree.deliver("quser@example.com", body(100, str(offset))).returncode == 0
+        assert len(warnings()) == expected, offset
+    names = sorted(p.name for p in files(maildir))
+    assert {name.split(".", 1)[0] for name in names} == {
+        str(start + offset) for offset in (0, 3600, 86399, 86400, 86400 + 3600, 2 * 86400)}
 
 
 def test_no_warning_below_the_threshold_or_without_a_message_file(tree: Tree) -> None:

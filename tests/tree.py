@@ -32,12 +32,15 @@ from helpers import (
     REPO_ROOT,
     VPOPMAIL_GID,
     VPOPMAIL_UID,
+    clock_text,
     program,
     remove_tree,
     run_checkpassword,
     shared_tmpdir,
     write_recorder,
 )
+from syslogrecord import SyslogRecord
+from syslogrecord import parse as parse_syslog
 
 #: The client address the default environment claims (TEST-NET-1).
 REMOTE_IP = "192.0.2.10"
@@ -124,6 +127,8 @@ class Tree:
             "syslog_socket": self.syslog_path,
         }
         self.extra_settings: dict[str, SettingValue] = dict(settings)
+        #: The programs' clock (``VPOP_CLOCK``, seconds since the epoch); None: the system clock.
+        self.clock: float | None = None
         self.write_settings()
         if mysql is not None:
             self.write_mysql_credentials(mysql, mysql_update)
@@ -229,14 +234,13 @@ class Tree:
         records, self._pending = self._pending, []
         return records
 
+    def syslog_parsed(self) -> list[SyslogRecord]:
+        """Every datagram received since the last call, parsed (a malformed one raises ValueError)."""
+        return [parse_syslog(record) for record in self.syslog_records()]
+
     def syslog_lines(self) -> list[str]:
         """The message texts (after ``ident[pid]: ``) received since the last call."""
-        lines = []
-        for record in self.syslog_records():
-            text = record.decode("utf-8", "replace")
-            head, sep, message = text.partition("]: ")
-            lines.append(message if sep else text)
-        return lines
+        return [record.message for record in self.syslog_parsed()]
 
     # ------------------------------------------------------------------ running
 
@@ -251,6 +255,8 @@ class Tree:
             "TCPREMOTEIP": REMOTE_IP,
             "TCPREMOTEPORT": "40000",
         }
+        if self.clock is not None:
+            env["VPOP_CLOCK"] = clock_text(self.clock)
         for key, value in changes.items():
             if value is None:
                 env.pop(key, None)
@@ -316,6 +322,8 @@ class Tree:
             domain_dir = found.dir if found is not None else self.domains
         full_env = virtual_delivery_environ(address, str(domain_dir), sender,
                                             base={"PATH": "/usr/bin:/bin", "VPOP_CONFIG": str(self.config)})
+        if self.clock is not None:
+            full_env["VPOP_CLOCK"] = clock_text(self.clock)
         for key, value in (env or {}).items():
             if value is None:
                 full_env.pop(key, None)

@@ -277,9 +277,9 @@ def make_blank_dir(login: Login, store, record, domain) -> None:
 
 def after_login(login: Login, settings, store, record, domain, flags: int) -> None:
     """lastauth and roaming-user relay; their failures are logged, never refuse the login."""
-    import time
+    from vpop import clock
 
-    now = int(time.time())
+    now = int(clock.now())
     if settings.auth_logging:
         try:
             with store.as_mail_user(domain):  # CDB: lastauth lives in the user's directory

@@ -208,15 +208,14 @@ class Delivery:
 
         Like any Maildir delivery it counts towards the quota (appended to ``maildirsize``).
         """
-        import time
-
+        from vpop import clock
         from vpop import maildir as md
         from vpop import quota as mq
 
         text = read_message_file(self.domain.dir, self.settings.domains_path, ".quotawarn.msg")
         if text is None or not mq.claim_warning(maildir):
             return
-        date = time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime())
+        date = clock.rfc822_date(clock.now())
         recipient = md.maildir_to_email(maildir) or self.address
         headers = self.delivered_to(recipient) + f"Date: {date}\n".encode()
         empty = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)  # the whole text goes as "headers"

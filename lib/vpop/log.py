@@ -15,6 +15,9 @@ Like glibc, a message that cannot be sent is dropped.
 import os
 import time
 
+from vpop import clock
+from vpop.errors import ConfigError
+
 INTERNAL, LOGON, AUTH, PASSWD, ACCESS = range(5)
 
 _FACILITY_MAIL = 2
@@ -49,7 +52,10 @@ class Logger:
     def send(self, message: str, priority: str = "notice") -> None:
         # vpopmail's sysc(): '%' becomes '#'; control characters would forge lines.
         text = "".join(c if c >= " " and c != "\x7f" else "?" for c in message.replace("%", "#"))
-        stamp = time.strftime("%b %e %H:%M:%S", time.localtime())
+        try:
+            stamp = clock.syslog_stamp(clock.now())
+        except ConfigError:  # a bad VPOP_CLOCK must not silence the line that may report it
+            stamp = clock.syslog_stamp(time.time())
         pri = _FACILITY_MAIL * 8 + _PRIORITY.get(priority, 5)
         data = f"<{pri}>{stamp} {self.ident}[{os.getpid()}]: {text}".encode("utf-8", "replace")
         try:

@@ -23,8 +23,8 @@ C program's (two lines joined by ``\\n`` where vdelivermail printed two).
 
 import errno
 import os
-import time
 
+from vpop import clock
 from vpop.errors import PermanentFailure, TemporaryFailure
 from vpop.files import write_all
 
@@ -86,7 +86,7 @@ def unique_name(size: int | None = None) -> str:
     """
     global _deliveries
     _deliveries += 1
-    sec, usec = divmod(time.time_ns() // 1000, 1_000_000)
+    sec, usec = divmod(clock.now_ns() // 1000, 1_000_000)
     name = f"{sec}.M{usec}P{os.getpid()}Q{_deliveries}.{safe_hostname()}"
     if size is not None:
         name += f",S={size}"

@@ -26,6 +26,7 @@ import fcntl
 import os
 import time
 
+from vpop import clock
 from vpop.errors import TemporaryFailure
 from vpop.files import write_all
 
@@ -35,8 +36,6 @@ LOCK_WAIT = 30.0  # seconds, as qmail-local's alarm(30)
 STALE_DOTLOCK = 300.0  # seconds after which a dot-lock is considered abandoned
 CHUNK = 65536
 
-_WDAY = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")  # time.struct_time: Monday == 0
-_MON = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _SLOWLOCK = "File has been locked for 30 seconds straight. (#4.3.0)"
 
 # qmail's error_str() wording for the errno values a delivery can meet.
@@ -94,12 +93,8 @@ def from_line(sender: str, now: float | None = None) -> bytes:
     The sender is encoded back to the bytes it came from (``os.fsencode``).
     """
     raw = os.fsencode(sender).replace(b" ", b"-").replace(b"\t", b"-").replace(b"\n", b"-")
-    t = time.gmtime(time.time() if now is None else now)
-    date = (
-        f"{_WDAY[t.tm_wday]} {_MON[t.tm_mon - 1]} {t.tm_mday:02d} "
-        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} {t.tm_year}\n"
-    )
-    return b"From " + (raw or b"MAILER-DAEMON") + b" " + date.encode("ascii")
+    date = clock.ctime_gmt(clock.now() if now is None else now)
+    return b"From " + (raw or b"MAILER-DAEMON") + b" " + date.encode("ascii") + b"\n"
 
 
 class _Quoter:

@@ -4,7 +4,7 @@ Used by the demo, the benchmarks and the tests to run vdelivermail exactly as qm
 would, without a qmail installation.  Not used by the programs themselves.
 """
 
-import time
+from vpop import clock
 
 
 def quote_sender(sender: str) -> str:
@@ -35,7 +35,7 @@ def qmail_local_environ(user: str, home: str, local: str, dash: str, ext: str, d
         "SENDER": sender,
         "RPLINE": f"Return-Path: <{quote_sender(sender)}>\n",
         "UFLINE": f"From {sender.replace(' ', '-').replace(chr(9), '-') or 'MAILER-DAEMON'} "
-                  f"{time.strftime('%a %b %d %H:%M:%S %Y', time.gmtime())}\n",
+                  f"{clock.ctime_gmt(clock.now())}\n",
         "EXT": ext, "NEWSENDER": sender,
     })
     parts = ext.split("-")

@@ -47,6 +47,7 @@ import fcntl
 import os
 import time
 
+from vpop import clock
 from vpop.maildir import safe_hostname, size_from_name
 
 __all__ = [
@@ -409,7 +410,7 @@ def _folders(root: str) -> list[str]:
 
 
 def _new_maildirsize_name(root: str) -> str:
-    return os.path.join(root, "tmp", f"{int(time.time())}.{os.getpid()}_NeWmAiLdIrSiZe.{safe_hostname()}")
+    return os.path.join(root, "tmp", f"{int(clock.now())}.{os.getpid()}_NeWmAiLdIrSiZe.{safe_hostname()}")
 
 
 def _write_new_maildirsize(root: str, content: bytes, uid: int | None, gid: int | None) -> str:
@@ -522,7 +523,7 @@ def check(
         return False, 0
     root = quota_root(maildir)
     if now is None:
-        now = time.time()
+        now = clock.now()
     info = read_maildirsize(root)
     if (
         info is not None
@@ -613,7 +614,7 @@ def warning_due(maildir: str, now: float | None = None) -> bool:
         mtime = os.stat(os.path.join(maildir, "quotawarn")).st_mtime
     except OSError:
         return True
-    return (time.time() if now is None else now) >= mtime + WARN_INTERVAL
+    return (clock.now() if now is None else now) >= mtime + WARN_INTERVAL
 
 
 def touch_warning(maildir: str) -> None:
@@ -621,7 +622,7 @@ def touch_warning(maildir: str) -> None:
     path = os.path.join(maildir, "quotawarn")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_CLOEXEC | _O_NOFOLLOW, 0o644)
     try:
-        os.utime(fd)
+        clock.stamp(fd)
     finally:
         os.close(fd)
 
@@ -636,17 +637,20 @@ def claim_warning(maildir: str, now: float | None = None) -> bool:
     flags = os.O_WRONLY | _O_CLOEXEC | _O_NOFOLLOW
     try:
         fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644)
-        os.close(fd)
-        return True  # first warning ever; the new file's mtime is now
+        try:
+            clock.stamp(fd)  # the first warning ever: the day starts now, by the programs' clock
+        finally:
+            os.close(fd)
+        return True
     except FileExistsError:
         pass
     fd = os.open(path, flags)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         mtime = os.fstat(fd).st_mtime
-        if (time.time() if now is None else now) < mtime + WARN_INTERVAL:
+        if (clock.now() if now is None else now) < mtime + WARN_INTERVAL:
             return False
-        os.utime(fd)
+        clock.stamp(fd)
         return True
     finally:
         os.close(fd)

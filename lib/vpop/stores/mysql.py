@@ -5,7 +5,6 @@ turned into ``_``.  A table name cannot be a query parameter, so it is built onl
 domain already checked to be ``[a-z0-9.-]`` and is quoted as an identifier.
 """
 
-import time
 
 from vpop.assign import Domain
 from vpop.credentials import read_vpopmail_mysql
@@ -110,7 +109,7 @@ class MysqlStore(Store):
         affected = self.db.execute("REPLACE INTO relay (ip_addr, timestamp) VALUES (%s, %s)",
                                    (ip, str(now)), create=RELAY_TABLE)
         if affected == 1 and self.settings.rebuild_tcpserver_file:
-            self._rebuild_rules(int(time.time()))
+            self._rebuild_rules(now)
 
     def clear_relay(self, now: int) -> int:
         """clearopensmtp: forget relay rows older than ``relay_clear_minutes``, then rebuild."""
