@@ -63,7 +63,7 @@ SAFE_TEXT = st.text(
 ).filter(lambda t: t == t.strip())
 PATH = st.tuples(st.text("abcxyz019._-/ ", max_size=30), st.sampled_from("abz09_/")).map(
     lambda p: ("/" + p[0] + p[1],) * 2)
-NUMBER = st.integers(0, 10**12).map(lambda n: (str(n), n))
+NUMBER = st.integers(0, 999_999_999).map(lambda n: (str(n), n))
 
 
 def choice(*values: str) -> st.SearchStrategy[tuple[str, str]]:
@@ -88,6 +88,7 @@ VALID = {
     "mysql_credentials": PATH,
     "mysql_limits": BOOL,
     "mysql_connect_timeout": NUMBER,
+    "mysql_query_timeout": NUMBER,
 }
 PAD = st.sampled_from(["", " ", "\t", "  ", " \t "])
 JUNK_LINE = st.one_of(

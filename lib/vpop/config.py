@@ -30,9 +30,22 @@ def _boolean(value: str) -> bool:
 
 
 def _number(value: str) -> int:
-    if not value.isdigit():
-        raise ValueError("expected a whole number")
-    return int(value)
+    number = ascii_number(value, 999_999_999)
+    if number is None:
+        raise ValueError("expected a whole number (ASCII digits, at most 999999999)")
+    return number
+
+
+def ascii_number(text: str, most: int) -> int | None:
+    """``text`` as a whole number if it is ASCII digits only and at most ``most``, else None.
+
+    ``str.isdigit`` accepts ``²`` and other digits that ``int`` refuses, and ``int`` reads
+    4,300 digits slowly or not at all: numbers from files and the environment go through here.
+    """
+    if not text or len(text) > len(str(most)) or not (text.isascii() and text.isdigit()):
+        return None
+    number = int(text)
+    return number if number <= most else None
 
 
 def _choice(*allowed: str):
@@ -71,6 +84,7 @@ _KEYS = {
     "mysql_credentials": (_path, None),
     "mysql_limits": (_boolean, False),
     "mysql_connect_timeout": (_number, 2),
+    "mysql_query_timeout": (_number, 30),
     "mysql_default_socket": (_path, "/run/mysqld/mysqld.sock"),
     # vdelivermail
     "valias": (_boolean, False),
@@ -111,6 +125,7 @@ class Settings:
     mysql_credentials: str
     mysql_limits: bool
     mysql_connect_timeout: int
+    mysql_query_timeout: int
     mysql_default_socket: str
     valias: bool
     qmail_ext: bool

@@ -6,9 +6,17 @@ found", and vdelivermail could then delete mail).  Writes go to the update serve
 PyMySQL is imported here, on first use, never by a program that does not need it.
 
 Only parameterised queries pass through :meth:`Database.query` / :meth:`Database.execute`.
+
+Time bounds: a server that accepts the connection and then says nothing (SIGSTOP, a full
+accept queue, a hung host) is given up on after ``connect_timeout`` seconds for each step of
+the handshake (PyMySQL's own ``connect_timeout`` covers only the TCP connect); queries then wait
+at most ``query_timeout`` seconds for an answer.  The driver's error texts are passed on with
+the configured passwords taken out: a credentials file with user and password swapped makes
+the server answer "Access denied for user '<the password>'".
 """
 
 import sys
+from collections.abc import Iterable
 
 from vpop.credentials import Server
 from vpop.errors import DatabaseFailure, TemporaryFailure
@@ -32,10 +40,11 @@ class Database:
     """Lazy read and update connections described by two :class:`Server` entries."""
 
     def __init__(self, read: Server, update: Server, connect_timeout: int = 2,
-                 default_socket: str = "/run/mysqld/mysqld.sock") -> None:
+                 default_socket: str = "/run/mysqld/mysqld.sock", query_timeout: int = 30) -> None:
         self.read_server = read
         self.update_server = update
-        self.connect_timeout = connect_timeout
+        self.connect_timeout = max(connect_timeout, 1)
+        self.query_timeout = max(query_timeout, 1)
         self.default_socket = default_socket
         self._read = None
         self._update = None
@@ -46,16 +55,20 @@ class Database:
         if socket is None and server.host == "localhost":
             # libmysqlclient takes "localhost" to mean the unix socket; PyMySQL would use TCP.
             socket = self.default_socket
-        # A server that accepts and then hangs must not hold qmail's delivery slots for ever.
+        # A server that accepts and then hangs must not hold qmail's delivery slots for ever:
+        # the handshake runs under the connect timeout, the queries under the query timeout.
         kwargs = dict(user=server.user, password=server.password, database=server.database,
-                      connect_timeout=self.connect_timeout, read_timeout=30, write_timeout=30,
-                      autocommit=True, charset="utf8mb4")
+                      connect_timeout=self.connect_timeout, read_timeout=self.connect_timeout,
+                      write_timeout=self.connect_timeout, autocommit=True, charset="utf8mb4")
         if socket:
             kwargs["unix_socket"] = socket
         else:
             kwargs["host"] = server.host
             kwargs["port"] = server.port
-        return pymysql.connect(**kwargs)
+        conn = pymysql.connect(**kwargs)
+        # PyMySQL applies these before each read and write (Connection._read_timeout/_write_timeout).
+        conn._read_timeout = conn._write_timeout = self.query_timeout
+        return conn
 
     def _errors(self):
         pymysql = _import_pymysql()
@@ -68,11 +81,11 @@ class Database:
                 self._read = self._connect(self.read_server)
             except errors as first:
                 if self.update_server is self.read_server:
-                    raise DatabaseFailure(f"database down: {_describe(first)}") from None
+                    raise DatabaseFailure(f"database down: {self._describe(first)}") from None
                 try:
                     self._read = self.writer()
                 except TemporaryFailure:
-                    raise DatabaseFailure(f"database down: {_describe(first)}") from None
+                    raise DatabaseFailure(f"database down: {self._describe(first)}") from None
         return self._read
 
     def writer(self):
@@ -82,7 +95,7 @@ class Database:
             try:
                 self._update = self._connect(self.update_server)
             except self._errors() as exc:
-                raise DatabaseFailure(f"database down: {_describe(exc)}") from None
+                raise DatabaseFailure(f"database down: {self._describe(exc)}") from None
         return self._update
 
     def query(self, sql: str, args: tuple = (), missing_table_ok: bool = True) -> list[tuple]:
@@ -94,7 +107,7 @@ class Database:
         except self._errors() as exc:
             if missing_table_ok and _code(exc) == 1146:
                 return []
-            raise DatabaseFailure(f"database query failed: {_describe(exc)}") from None
+            raise DatabaseFailure(f"database query failed: {self._describe(exc)}") from None
 
     def query_row_dict(self, sql: str, args: tuple = ()) -> dict | None:
         """The first row of a SELECT as {column: value}; None when there is none (or no table)."""
@@ -108,7 +121,7 @@ class Database:
         except self._errors() as exc:
             if _code(exc) == 1146:
                 return None
-            raise DatabaseFailure(f"database query failed: {_describe(exc)}") from None
+            raise DatabaseFailure(f"database query failed: {self._describe(exc)}") from None
 
     def execute(self, sql: str, args: tuple = (), create: str | None = None) -> int:
         """Run a write on the update connection; ``create`` is run first if the table is missing."""
@@ -122,7 +135,20 @@ class Database:
                     cursor.execute(create)
                     return cursor.execute(sql, args)
         except self._errors() as exc:
-            raise DatabaseFailure(f"database update failed: {_describe(exc)}") from None
+            raise DatabaseFailure(f"database update failed: {self._describe(exc)}") from None
+
+    def _describe(self, exc: BaseException) -> str:
+        """The driver's error text, never with a configured password in it.
+
+        An access-denied answer quotes the user name the server was given, which is the
+        password itself when the two fields were swapped: its text is not passed on at all.
+        """
+        servers = (self.read_server, self.update_server)
+        code = _code(exc)
+        if code in _ACCESS_DENIED:
+            origins = ", ".join(dict.fromkeys(s.origin for s in servers if s.origin))
+            return f"({code}) access denied: check the user, password and database in {origins}"
+        return without_secrets(_describe(exc), (s.password for s in servers))
 
     def close(self) -> None:
         for conn in {id(c): c for c in (self._read, self._update)}.values():
@@ -132,6 +158,11 @@ class Database:
                 except Exception:
                     pass
         self._read = self._update = None
+
+
+# ER_DBACCESS_DENIED_ERROR, ER_ACCESS_DENIED_ERROR, ER_ACCESS_DENIED_NO_PASSWORD_ERROR,
+# ER_ACCESS_DENIED_CHANGE_USER_ERROR (MariaDB's unix_socket refusal)
+_ACCESS_DENIED = {1044, 1045, 1698, 1873}
 
 
 def _code(exc: BaseException) -> int:
@@ -144,3 +175,10 @@ def _describe(exc: BaseException) -> str:
     if len(args) >= 2:
         return f"({args[0]}) {args[1]}"
     return str(exc) or exc.__class__.__name__
+
+
+def without_secrets(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every configured password in it replaced by ``<password>``."""
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, "<password>")
+    return text

@@ -48,7 +48,8 @@ class MysqlStore(Store):
     def __init__(self, settings) -> None:
         self.settings = settings
         read, update = read_vpopmail_mysql(settings.mysql_credentials)
-        self.db = Database(read, update, settings.mysql_connect_timeout, settings.mysql_default_socket)
+        self.db = Database(read, update, settings.mysql_connect_timeout, settings.mysql_default_socket,
+                           settings.mysql_query_timeout)
 
     def _columns(self) -> str:
         columns = "pw_name, pw_passwd, pw_uid, pw_gid, pw_gecos, pw_dir, pw_shell"

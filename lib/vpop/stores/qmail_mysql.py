@@ -20,7 +20,8 @@ class QmailMysqlStore(Store):
     def __init__(self, settings, log=None) -> None:
         self.settings = settings
         server = read_sqlserver(settings.sqlserver, log, settings.sqlserver_world_readable == "refuse")
-        self.db = Database(server, server, settings.mysql_connect_timeout, settings.mysql_default_socket)
+        self.db = Database(server, server, settings.mysql_connect_timeout, settings.mysql_default_socket,
+                           settings.mysql_query_timeout)
 
     def mailbox(self, username: str) -> Account | None:
         """The ``mailbox`` row of ``username`` (exact match, as stored)."""

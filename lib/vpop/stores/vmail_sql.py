@@ -78,7 +78,8 @@ class VmailSqlStore(Store):
     def __init__(self, settings) -> None:
         self.settings = settings
         read, update = read_vpopmail_mysql(settings.vmail_sql_credentials)
-        self.db = Database(read, update, settings.mysql_connect_timeout, settings.mysql_default_socket)
+        self.db = Database(read, update, settings.mysql_connect_timeout, settings.mysql_default_socket,
+                           settings.mysql_query_timeout)
 
     def domain(self, name: str) -> Domain | None:
         """The domain row for ``name`` or for the domain it is an alias of."""
