@@ -265,11 +265,14 @@ def make_blank_dir(login: Login, store, record, domain) -> None:
             path = make_user_dir(domain.dir, record.name, None, None)
         try:
             with store.as_mail_user(domain):
-                store.set_user_dir(record, domain, path)
+                stored = store.set_user_dir(record, domain, path)
         except TemporaryFailure:
             with ActingAs(domain.uid, domain.gid):
                 discard_user_dir(path)  # so that the next login can try again
             raise
+        if stored != path:  # a concurrent login or delivery was first: use its directory
+            with ActingAs(domain.uid, domain.gid):
+                discard_user_dir(path)
     except TemporaryFailure as exc:
         login.say(vlog.INTERNAL, f"dir auto create failed {login.who()}")
         raise TemporaryFailure(f"dir auto create failed: {exc.message}", 14) from None

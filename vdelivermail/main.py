@@ -161,11 +161,13 @@ def check_user(delivery, store, record, ext: str) -> int:
         except TemporaryFailure:
             raise TemporaryFailure("Auto creation of maildir failed. (#5.9.8)") from None
         try:
-            store.set_user_dir(record, domain, path)
+            stored = store.set_user_dir(record, domain, path)
         except TemporaryFailure:
             dirs.discard_user_dir(path)  # else every retry would fail on the existing directory
             raise
-    elif not os.path.isdir(record.dir):
+        if stored != path:
+            dirs.discard_user_dir(path)  # a concurrent first delivery won: its directory is the one
+    if not os.path.isdir(record.dir):
         try:
             dirs.remake_user_dir(domain.dir, record.dir, uid, domain.gid)
         except TemporaryFailure:

@@ -98,10 +98,12 @@ class Database:
                 raise DatabaseFailure(f"database down: {self._describe(exc)}") from None
         return self._update
 
-    def query(self, sql: str, args: tuple = (), missing_table_ok: bool = True) -> list[tuple]:
-        """Run a SELECT on the read connection; a missing table reads as no rows."""
+    def query(self, sql: str, args: tuple = (), missing_table_ok: bool = True,
+              primary: bool = False) -> list[tuple]:
+        """Run a SELECT on the read connection (``primary``: the update connection, which sees
+        its own writes at once); a missing table reads as no rows."""
         try:
-            with self.reader().cursor() as cursor:
+            with (self.writer() if primary else self.reader()).cursor() as cursor:
                 cursor.execute(sql, args)
                 return list(cursor.fetchall())
         except self._errors() as exc:

@@ -72,7 +72,14 @@ class Store:
     def get_user(self, user: str, domain: Domain) -> User | None:
         raise NotImplementedError
 
-    def set_user_dir(self, record: User, domain: Domain, path: str) -> None:
+    def set_user_dir(self, record: User, domain: Domain, path: str) -> str:
+        """Store ``path`` as a blank ``pw_dir``, compare-and-set; return the directory stored now.
+
+        When another delivery or login filled the blank first, its directory is kept and
+        returned: the caller removes the one it made and uses the winner's, so that two
+        first deliveries racing each other never leave mail in a directory nothing points to.
+        ``record.dir`` is set to the answer.
+        """
         raise NotImplementedError
 
     def set_lastauth(self, record: User, domain: Domain, ip: str, now: int) -> None:

@@ -146,7 +146,8 @@ class CdbStore(Store):
 
         return ActingAs(domain.uid, domain.gid)
 
-    def set_user_dir(self, record: User, domain: Domain, path: str) -> None:
+    def set_user_dir(self, record: User, domain: Domain, path: str) -> str:
+        """Under the vpasswd lock: re-read the line, and fill ``pw_dir`` only if it is still blank."""
         try:
             with VpasswdLock(domain.dir):
                 lines = read_lines(domain.dir)
@@ -154,6 +155,9 @@ class CdbStore(Store):
                 for i, line in enumerate(lines):
                     if line.startswith(prefix):
                         current = parse_record(record.name, domain.real, line[len(prefix):])
+                        if current.dir:
+                            record.dir = current.dir  # another delivery was first
+                            return current.dir
                         current.dir = path
                         lines[i] = format_line(current, line.count(":") >= 7)
                         break
@@ -163,6 +167,7 @@ class CdbStore(Store):
         except OSError as exc:
             raise TemporaryFailure(f"cannot update {domain.dir}/vpasswd: {exc.strerror}") from None
         record.dir = path
+        return path
 
     def set_lastauth(self, record: User, domain: Domain, ip: str, now: int) -> None:
         if not record.dir.startswith("/") or record.dir == "/":

@@ -87,14 +87,24 @@ class MysqlStore(Store):
         marks = ", ".join(["%s"] * len(values))
         self.db.execute(f"REPLACE INTO `{table}` ({columns}) VALUES ({marks})", tuple(values), create=create)
 
-    def set_user_dir(self, record: User, domain: Domain, path: str) -> None:
+    def set_user_dir(self, record: User, domain: Domain, path: str) -> str:
+        """``UPDATE ... WHERE pw_dir = ''``; when no row changed, the primary says who won."""
         if self.settings.many_domains:
-            self.db.execute("UPDATE vpopmail SET pw_dir = %s WHERE pw_name = %s AND pw_domain = %s",
-                            (path, record.name, domain.real))
+            table, where, key = "vpopmail", "pw_name = %s AND pw_domain = %s", (record.name, domain.real)
         else:
-            self.db.execute(f"UPDATE `{table_name(domain.real)}` SET pw_dir = %s WHERE pw_name = %s",
-                            (path, record.name))
-        record.dir = path
+            table, where, key = table_name(domain.real), "pw_name = %s", (record.name,)
+        blank = "(pw_dir = '' OR pw_dir IS NULL)"
+        if self.db.execute(f"UPDATE `{table}` SET pw_dir = %s WHERE {where} AND {blank}", (path, *key)) == 1:
+            record.dir = path
+            return path
+        rows = self.db.query(f"SELECT pw_dir FROM `{table}` WHERE {where}", key, missing_table_ok=False,
+                             primary=True)
+        if not rows:
+            raise TemporaryFailure(f"user {record.name}@{domain.real} vanished from {table}")
+        if not rows[0][0]:
+            raise TemporaryFailure(f"pw_dir of {record.name}@{domain.real} could not be stored")
+        record.dir = str(rows[0][0])
+        return record.dir
 
     def set_lastauth(self, record: User, domain: Domain, ip: str, now: int) -> None:
         self.db.execute("REPLACE INTO lastauth (user, domain, remote_ip, timestamp) VALUES (%s, %s, %s, %s)",
