@@ -281,10 +281,17 @@ def test_reads_from_the_read_server_writes_to_the_update_server(
         tree: Tree, db: dict[str, Any], replica: dict[str, Any]) -> None:
     insert_user(db, "carol", "example.com", "carol-pw", pw_dir="")
     insert_user(replica, "carol", "example.com", "carol-pw", pw_dir="")
-    insert_user(replica, "only-read", "example.com", "r-pw", pw_dir="")
+    only_read_dir = tree.domain_dir("example.com") / "only-read"
+    insert_user(replica, "only-read", "example.com", "r-pw", pw_dir=str(only_read_dir))
+    insert_user(replica, "gone", "example.com", "g-pw", pw_dir="")  # deleted on the primary, not yet here
     tree.write_mysql_credentials(replica, db)
     done, record = tree.login(pop("only-read@example.com", "r-pw"))
     assert done.returncode == 0, done.stderr  # found through the read line
+    # a blank pw_dir is filled on the primary, compare-and-set: a row that is not there is no success
+    done, record = tree.login(pop("gone@example.com", "g-pw"))
+    assert done.returncode == 111 and record is None
+    assert b"vanished" in done.stderr
+    assert not (tree.domain_dir("example.com") / "gone").exists()
     done, record = tree.login(pop("carol@example.com", "carol-pw"))
     assert done.returncode == 0, done.stderr
     user_dir = str(tree.domain_dir("example.com") / "carol")
