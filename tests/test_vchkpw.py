@@ -329,16 +329,31 @@ def test_flags_only_refuse_their_own_service(tree: Tree, flag: int) -> None:
         assert record is not None
 
 
-def test_other_port_with_true_in_argv_is_smtp(tree: Tree) -> None:
+def test_other_port_with_a_program_named_true_is_smtp(tree: Tree) -> None:
     tree.add_user("example.com", "carol", PASSWORD, flags=NO_SMTP)
-    done, record = tree.login(pop(timestamp=b""), TCPLOCALPORT="2525", target=tree.target("record-true"))
+    true = tree.root / "bin" / "true"
+    true.parent.mkdir()
+    true.symlink_to(tree.recorder)
+    done, record = tree.login(pop(timestamp=b""), TCPLOCALPORT="2525", target=str(true))
     assert done.returncode == 0, done.stderr
     assert record["uid"] == 0 and record["cwd"] == str(tree.root)
-    assert tree.syslog_lines() == [f"vchkpw-2525: (PLAIN) login success bob@example.com:{REMOTE_IP}"]
-    done, record = tree.login(pop("carol@example.com"), TCPLOCALPORT="2525",
-                              target=tree.target("record-true"))
+    assert tree.syslog_lines() == [
+        f"vchkpw-2525: (PLAIN) login success bob@example.com:{REMOTE_IP}",
+        f"vchkpw-2525: smtp session assumed from the program name {true}: "
+        f"no setuid bob@example.com:{REMOTE_IP}"]
+    done, record = tree.login(pop("carol@example.com"), TCPLOCALPORT="2525", target=str(true))
     assert done.returncode == 1 and record is None
     assert tree.syslog_lines() == [f"vchkpw-2525: smtp access denied carol@example.com:{REMOTE_IP}"]
+
+
+@pytest.mark.parametrize("name", ["record-true", "true-imap-wrapper", "truest", "true.sh"])
+def test_true_somewhere_in_the_name_is_not_smtp(tree: Tree, name: str) -> None:
+    """vpopmail took any argv[1] containing "true" for SMTP and skipped the setuid: a wrapper ran as root."""
+    done, record = tree.login(pop(), TCPLOCALPORT="2525", target=tree.target(name))
+    assert done.returncode == 0, done.stderr
+    assert (record["uid"], record["euid"], record["gid"]) == (VPOPMAIL_UID, VPOPMAIL_UID, VPOPMAIL_GID)
+    assert record["cwd"] == tree.bob.dir
+    assert not any("no setuid" in line for line in tree.syslog_lines())
 
 
 def test_other_port_with_imap_in_argv_is_imap(tree: Tree) -> None:

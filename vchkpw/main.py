@@ -10,6 +10,7 @@ import sys
 
 from vpop import log as vlog
 from vpop.errors import AuthFailure, ConfigError, TemporaryFailure, UsageError, VpopError
+from vpop.numbers import ascii_number
 from vpop.privileges import ActingAs
 from vpop.stores.base import NO_IMAP, NO_POP, NO_RELAY, NO_SMTP, NO_WEBMAIL
 
@@ -57,10 +58,11 @@ def split_fd3(data: bytes) -> tuple[bytes, bytes, bytes]:
     return parts[0], parts[1], timestamp
 
 
-def detect_service(environ: dict, argv: list[str]) -> tuple[str, str]:
-    """(service, log name) as vchkpw decides it, plus Dovecot's ``SERVICE``."""
+def detect_service(environ: dict, argv: list[str]) -> tuple[str, str, bool]:
+    """(service, log name, SMTP guessed from the program's name), as vchkpw decides them."""
     port = environ.get("TCPLOCALPORT", "")
-    port_text = str(int(port)) if port.isdigit() else "0"
+    number = ascii_number(port, 65535)
+    port_text = "0" if number is None else str(number)
     if port_text in _PORTS:
         service, suffix = _PORTS[port_text]
     else:
@@ -68,8 +70,11 @@ def detect_service(environ: dict, argv: list[str]) -> tuple[str, str]:
         dovecot = environ.get("SERVICE", "").lower()
         if dovecot in _DOVECOT_SERVICES:
             service = _DOVECOT_SERVICES[dovecot]
-        elif "true" in argv[1]:
-            service = SMTP
+        elif os.path.basename(argv[1]) == "true":
+            # vpopmail's guess: qmail-smtpd's AUTH patch runs "vchkpw /bin/true" and must stay
+            # qmaild, so no setuid.  vpopmail looked for "true" anywhere in argv[1], which made
+            # an "imap-true-wrapper" run as root; only a program named true counts here.
+            return SMTP, "vchkpw-" + suffix, True
         elif "imap" in argv[1]:
             service = IMAP
         else:
@@ -78,8 +83,8 @@ def detect_service(environ: dict, argv: list[str]) -> tuple[str, str]:
         from vpop.names import remote_ip
 
         if remote_ip(environ) == "127.0.0.1":
-            return WEBMAIL, "vchkpw-webmail"
-    return service, "vchkpw-" + suffix
+            return WEBMAIL, "vchkpw-webmail", False
+    return service, "vchkpw-" + suffix, False
 
 
 class Login:
@@ -93,7 +98,7 @@ class Login:
         # Dovecot's checkpassword driver always sets ORIG_UID (its auth process uid) and SERVICE.
         self.dovecot = "ORIG_UID" in environ and ("SERVICE" in environ or "AUTHORIZED" in environ)
         self.lookup_only = self.dovecot and environ.get("AUTHORIZED") == "1"
-        self.service, self.log_name = detect_service(environ, argv)
+        self.service, self.log_name, self.smtp_by_name = detect_service(environ, argv)
         self.ip = remote_ip(environ)
         self.raw_login = ""
         self.user = ""
@@ -153,7 +158,7 @@ def authenticate(login: Login, settings, data: bytes) -> None:
     if login.lookup_only:
         auth_type = "LOOKUP"
     else:
-        auth_type = check_password(login, settings, record, password, challenge, passwords)
+        auth_type = check_password(login, settings, store, domain, record, password, challenge, passwords)
 
     from vpop.limits import effective_flags, read_limits_file
 
@@ -167,6 +172,13 @@ def authenticate(login: Login, settings, data: bytes) -> None:
 
     if not record.dir:
         make_blank_dir(login, store, record, domain)
+    from vpop.dirs import check_user_dir
+
+    try:
+        check_user_dir(settings, domain.dir, record.dir)
+    except TemporaryFailure as exc:
+        login.say(vlog.INTERNAL, f"{exc.message} {login.who()}")
+        raise
 
     if not login.lookup_only:
         login.say(vlog.AUTH, f"({auth_type}) login success {login.who()}")
@@ -231,7 +243,8 @@ class Identity:
         self.domain = domain
 
 
-def check_password(login: Login, settings, record, password: bytes, challenge: bytes, passwords) -> str:
+def check_password(login: Login, settings, store, domain, record, password: bytes, challenge: bytes,
+                   passwords) -> str:
     """CRAM-MD5 (SMTP) or APOP (POP) against the clear password, then the hash."""
     clear = record.clear if settings.clear_passwords else ""
     if clear and login.service == SMTP and passwords.cram_md5_verify(password, challenge, clear):
@@ -241,8 +254,13 @@ def check_password(login: Login, settings, record, password: bytes, challenge: b
     if not record.passwd:
         login.say(vlog.PASSWD, f"user has no password {login.who()}")
         raise AuthFailure("no password stored", 15)
-    if passwords.verify(password, record.passwd):
-        return "PLAIN"
+    try:
+        if passwords.verify(password, record.passwd):
+            return "PLAIN"
+    except TemporaryFailure as exc:
+        where = f"{store.source(domain)}: damaged entry for {record.name}: {exc.message}"
+        login.say(vlog.INTERNAL, f"{where} {login.who()}")
+        raise TemporaryFailure(where) from None
     refuse_password(login, password)
 
 
@@ -304,6 +322,9 @@ def start_session(login: Login, ident: Identity, full_name: str) -> None:
         # qmail-getpw and qmail-lspawn refuse uid 0 too: a row must not hand out a root session.
         login.say(vlog.INTERNAL, f"refusing uid/gid 0 for {login.who()}")
         raise TemporaryFailure("refusing a session as uid or gid 0", 5)
+    if is_root and login.smtp_by_name and not login.dovecot:
+        login.say(vlog.LOGON, f"smtp session assumed from the program name {login.argv[1]}: "
+                              f"no setuid {login.who()}")
     if is_root and login.service != SMTP and not login.dovecot:
         try:
             os.setgroups([ident.gid])

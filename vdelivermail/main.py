@@ -167,6 +167,7 @@ def check_user(delivery, store, record, ext: str) -> int:
             raise
         if stored != path:
             dirs.discard_user_dir(path)  # a concurrent first delivery won: its directory is the one
+    dirs.check_user_dir(delivery.settings, domain.dir, record.dir)
     if not os.path.isdir(record.dir):
         try:
             dirs.remake_user_dir(domain.dir, record.dir, uid, domain.gid)

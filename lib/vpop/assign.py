@@ -25,16 +25,21 @@ class Domain:
         return f"<Domain {self.name}->{self.real} {self.uid}:{self.gid} {self.dir}>"
 
 
-def _from_fields(name: str, fields: list[bytes]) -> Domain | None:
+def _from_fields(name: str, fields: list[bytes], source: str) -> Domain:
+    """A domain from its users/cdb record or users/assign line; a damaged one is 111, naming the file."""
+    from vpop.numbers import UID_MAX, ascii_number
+
     if len(fields) < 4:
-        return None
+        raise TemporaryFailure(f"{source}: damaged entry for {name}: {len(fields)} fields, not 4 or more")
+    uid, gid = ascii_number(fields[1], UID_MAX), ascii_number(fields[2], UID_MAX)
+    if uid is None or gid is None:
+        raise TemporaryFailure(f"{source}: damaged entry for {name}: uid and gid must be numbers "
+                               f"from 0 to {UID_MAX}")
     try:
         real = fields[0].decode()
-        uid, gid = int(fields[1]), int(fields[2])
-        path = fields[3].decode("utf-8", "surrogateescape")
-    except ValueError:
-        return None
-    return Domain(name, real.lower(), uid, gid, path)
+    except UnicodeDecodeError:
+        raise TemporaryFailure(f"{source}: damaged entry for {name}: the user is not UTF-8") from None
+    return Domain(name, real.lower(), uid, gid, fields[3].decode("utf-8", "surrogateescape"))
 
 
 def lookup(qmail_home: str, domain: str) -> Domain | None:
@@ -49,7 +54,7 @@ def lookup(qmail_home: str, domain: str) -> Domain | None:
         return _lookup_assign(qmail_home + "/users/assign", domain)
     if value is None:
         return None
-    return _from_fields(domain, value.split(b"\0"))
+    return _from_fields(domain, value.split(b"\0"), path)
 
 
 def _lookup_assign(path: str, domain: str) -> Domain | None:
@@ -65,7 +70,7 @@ def _lookup_assign(path: str, domain: str) -> Domain | None:
         if line.startswith(b"."):
             break
         if line.lower().startswith(wanted):
-            return _from_fields(domain, line[len(wanted):].split(b":"))
+            return _from_fields(domain, line[len(wanted):].split(b":"), path)
     return None
 
 

@@ -9,6 +9,7 @@ does not parse or an unknown key raises :class:`ConfigError` naming file and lin
 import os
 
 from vpop.errors import ConfigError
+from vpop.numbers import ascii_number
 
 DEFAULT_PATH = "/etc/vpop/vpop.conf"
 
@@ -36,17 +37,6 @@ def _number(value: str) -> int:
     return number
 
 
-def ascii_number(text: str, most: int) -> int | None:
-    """``text`` as a whole number if it is ASCII digits only and at most ``most``, else None.
-
-    ``str.isdigit`` accepts ``²`` and other digits that ``int`` refuses, and ``int`` reads
-    4,300 digits slowly or not at all: numbers from files and the environment go through here.
-    """
-    if not text or len(text) > len(str(most)) or not (text.isascii() and text.isdigit()):
-        return None
-    number = int(text)
-    return number if number <= most else None
-
 
 def _choice(*allowed: str):
     def parse(value: str) -> str:
@@ -63,11 +53,16 @@ def _path(value: str) -> str:
     return value
 
 
+def _paths(value: str) -> tuple[str, ...]:
+    return tuple(_path(part) for part in value.split())
+
+
 # key -> (parser, default).  A default of None for a path means "derived" (see Settings).
 _KEYS = {
     "vpopmail_home": (_path, "/home/vpopmail"),
     "qmail_home": (_path, "/var/qmail"),
     "domains_dir": (_text, "domains"),
+    "user_dir_roots": (_paths, ()),
     "store": (_choice(*_STORES), "cdb"),
     "logging": (_choice(*_LOGGING_LEVELS), "e"),
     "log_name": (_text, "vpopmail"),
@@ -109,6 +104,7 @@ class Settings:
     vpopmail_home: str
     qmail_home: str
     domains_dir: str
+    user_dir_roots: tuple[str, ...]
     store: str
     logging: str
     log_name: str

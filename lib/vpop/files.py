@@ -219,8 +219,10 @@ def cdb_get(path: str, key: bytes) -> bytes | None:
         reader = Reader(file_path=path)
     except FileNotFoundError:
         raise
-    except (OSError, ValueError) as exc:  # ValueError: mmap of an empty file
-        raise TemporaryFailure(f"cannot read {path}: {exc}") from None
+    except OSError as exc:
+        raise TemporaryFailure(f"cannot read {path}: {exc.strerror or exc}") from None
+    except Exception:  # ValueError: mmap of an empty file; struct.error: shorter than its table
+        raise TemporaryFailure(f"cannot read {path}: damaged cdb (shorter than its table?)") from None
     try:
         return reader.get(key)
     except Exception as exc:  # a truncated or corrupt cdb: defer, do not guess

@@ -88,8 +88,20 @@ def _passlib_crypt_verify(password: bytes, stored: str) -> bool:
     return False
 
 
+def check_stored(stored: str) -> None:
+    """A hash with a NUL or a byte that is not UTF-8 (read with surrogateescape) is damaged: 111."""
+    if "\0" in stored or any("\udc80" <= c <= "\udcff" for c in stored):
+        from vpop.errors import TemporaryFailure
+
+        raise TemporaryFailure("damaged password field: a NUL or a byte that is not UTF-8")
+
+
 def verify(password: bytes, stored: str) -> bool:
-    """Check ``password`` (bytes as received) against a stored hash of any supported form."""
+    """Check ``password`` (bytes as received) against a stored hash of any supported form.
+
+    Raises TemporaryFailure for a damaged hash (see :func:`check_stored`), never a wrong answer.
+    """
+    check_stored(stored)
     scheme, rest = split_scheme(stored)
     if not scheme:
         return crypt_verify(password, stored)

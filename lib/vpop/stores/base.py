@@ -40,19 +40,10 @@ class User:
 
 
 def to_int(value) -> int:
-    """vpopmail's atoi: empty, NULL or junk -> 0."""
-    if value is None:
-        return 0
-    if isinstance(value, int):
-        return value
-    text = str(value).strip()
-    sign = -1 if text.startswith("-") else 1
-    digits = ""
-    for c in text.lstrip("+-"):
-        if not c.isdigit():
-            break
-        digits += c
-    return sign * int(digits) if digits else 0
+    """vpopmail's atoi (:func:`vpop.numbers.atoi`): empty, NULL or junk -> 0."""
+    from vpop.numbers import atoi
+
+    return atoi(value)
 
 
 class _NoSwitch:
@@ -91,6 +82,10 @@ class Store:
     def clear_relay(self, now: int) -> int:
         """Forget relay entries older than ``relay_clear_minutes``; returns how many went."""
         raise NotImplementedError
+
+    def source(self, domain: Domain) -> str:
+        """Where the domain's user records are, for messages about a damaged one."""
+        return f"the {self.settings.store} store"
 
     def as_mail_user(self, domain: Domain):
         """Context for updates: the file-based stores write as the domain's uid (see privileges)."""

@@ -141,6 +141,9 @@ class CdbStore(Store):
             uid = domain.uid if os.geteuid() == 0 else None
             write_vpasswd(domain.dir, lines, uid, domain.gid)
 
+    def source(self, domain: Domain) -> str:
+        return f"{domain.dir}/vpasswd"
+
     def as_mail_user(self, domain: Domain):
         from vpop.privileges import ActingAs
 
