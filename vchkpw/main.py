@@ -174,11 +174,7 @@ def authenticate(login: Login, settings, data: bytes) -> None:
         make_blank_dir(login, store, record, domain)
     from vpop.dirs import check_user_dir
 
-    try:
-        check_user_dir(settings, domain.dir, record.dir)
-    except TemporaryFailure as exc:
-        login.say(vlog.INTERNAL, f"{exc.message} {login.who()}")
-        raise
+    check_user_dir(settings, domain.dir, record.dir)
 
     if not login.lookup_only:
         login.say(vlog.AUTH, f"({auth_type}) login success {login.who()}")
@@ -258,9 +254,8 @@ def check_password(login: Login, settings, store, domain, record, password: byte
         if passwords.verify(password, record.passwd):
             return "PLAIN"
     except TemporaryFailure as exc:
-        where = f"{store.source(domain)}: damaged entry for {record.name}: {exc.message}"
-        login.say(vlog.INTERNAL, f"{where} {login.who()}")
-        raise TemporaryFailure(where) from None
+        raise TemporaryFailure(f"{store.source(domain)}: damaged entry for {record.name}: {exc.message}") \
+            from None
     refuse_password(login, password)
 
 
