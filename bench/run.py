@@ -21,7 +21,8 @@ VENV_BIN = os.path.dirname(sys.executable)
 PYTHON = os.path.join(VENV_BIN, "python")
 
 
-def spawn_time(argv: list[str], env: dict, fd3: bytes | None = None, stdin_path: str | None = None) -> float:
+def spawn_time(argv: list[str], env: dict, fd3: bytes | None = None, stdin_path: str | None = None,
+               expect: int = 0) -> float:
     """Seconds for one whole process: spawn, run, exit; fd 3 filled from a pipe when given."""
     actions = []
     read_end = None
@@ -42,8 +43,8 @@ def spawn_time(argv: list[str], env: dict, fd3: bytes | None = None, stdin_path:
     if read_end is not None:
         os.close(read_end)
     code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        raise RuntimeError(f"{argv[0]} exited {code}")
+    if code != expect:
+        raise RuntimeError(f"{argv[0]} exited {code}, not {expect}")
     return elapsed
 
 
@@ -109,6 +110,39 @@ def measure_store(runs: int, store: str, budgets: tuple[float, float],
     argv = [f"{VENV_BIN}/vdelivermail", "", "bounce-no-mailbox"]
     seconds, floor = timed(runs, argv, env, stdin_path=message)
     report(f"vdelivermail 4 KB, {store} store", seconds, floor, budgets[1])
+
+
+def measure_refusals(runs: int, store: str, mysql: dict | None = None) -> None:
+    """Medians of refused logins: a wrong password against an unknown user and an unknown domain.
+
+    They should be alike (vchkpw spends a check against the ``password_scheme`` on unknown
+    names), so that nobody can tell from the answer's timing which names exist.
+    """
+
+    config, base, domain_dir = sandbox(store, mysql)
+    env = {"PATH": "/usr/bin:/bin", "VPOP_CONFIG": config, "TCPLOCALPORT": "110", "TCPREMOTEIP": "192.0.2.10"}
+    argv = [f"{VENV_BIN}/vchkpw", "/bin/true"]
+    schemes = (("sha512-crypt", "sha512"), ("bcrypt", "bcrypt")) if mysql is None else (("md5-crypt", "md5"),)
+    for scheme, method in schemes:
+        with open(config, "a") as handle:
+            handle.write(f"password_scheme = {scheme}\n")
+        from vpop import admin
+        from vpop.config import load_settings
+
+        admin.add_user(load_settings({"VPOP_CONFIG": config}), "example.com", method, "secret",
+                       hash_method=method)
+        cases = (("wrong password", f"{method}@example.com"), ("unknown user", "nobody@example.com"),
+                 ("unknown domain", f"{method}@unknown.example"))
+        medians = []
+        for _label, login in cases:
+            fd3 = login.encode() + b"\0wrong\0<1.2@bench>\0"
+            medians.append(median_of(runs, argv, env, fd3=fd3, expect=1))
+        shown = ", ".join(f"{label} {m * 1000:.1f} ms" for (label, _), m in zip(cases, medians, strict=True))
+        print(f"refused logins, {store} store, {scheme}: {shown}")
+        with open(config) as handle:
+            kept = [line for line in handle if not line.startswith("password_scheme")]
+        with open(config, "w") as handle:
+            handle.writelines(kept)
 
 
 def measure_getpw(runs: int, db: dict) -> None:
@@ -224,12 +258,14 @@ def main() -> int:
     print(f"floor: {PYTHON} -I -c pass: {floor * 1000:.2f} ms (median of {args.runs})")
 
     measure_store(args.runs, "cdb", (1.6, 1.8))
+    measure_refusals(args.runs, "cdb")
     sys.path.insert(0, os.path.join(ROOT, "tests"))
     from servers import private_mariadb
 
     with private_mariadb() as server:
         db = mysql_database(server)
         measure_store(args.runs, "mysql", (5.0, 5.0), db)
+        measure_refusals(args.runs, "mysql", db)
         measure_getpw(args.runs, db)
         measure_vmail_sql(args.runs, db)
     return 0

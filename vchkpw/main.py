@@ -144,14 +144,20 @@ def authenticate(login: Login, settings, data: bytes) -> None:
 
     domain = assign.lookup(settings.qmail_home, domain_name) if domain_name else None
     record = None
-    store = None
-    if domain is not None:
-        from vpop.stores import open_store
+    from vpop.stores import open_store
 
-        store = open_store(settings)
+    store = open_store(settings)
+    if domain is not None:
         login.domain_name = domain.real
         record = store.get_user(user, domain)
+    else:
+        try:
+            store.probe()  # an unknown domain costs what an unknown user costs
+        except TemporaryFailure:
+            pass  # not in users/assign: unknown, whether or not the database answers
     if record is None:
+        if password and not login.lookup_only:
+            passwords.spend_like_a_check(password, settings.password_scheme)
         login.say(vlog.LOGON, f"vpopmail user not found {login.who()}")
         raise AuthFailure("no such user", 3)
 
@@ -206,6 +212,10 @@ def authenticate_account(login: Login, settings, text_login: str, password: byte
         raise AuthFailure("invalid characters", 20)
     account = store.find_account(name)
     if account is None:
+        if password and not login.lookup_only:
+            from vpop.passwords import spend_like_a_check
+
+            spend_like_a_check(password, settings.password_scheme)
         login.say(vlog.LOGON, f"vpopmail user not found {login.who()}")
         raise AuthFailure("no such user", 3)
     if account.problem:

@@ -17,6 +17,7 @@ _BOOL = {"yes": True, "no": False}
 _LOGGING_LEVELS = ("n", "e", "y", "p", "v")
 _STORES = ("cdb", "mysql", "qmail-mysql", "vmail-sql")
 _EXIT_CODES = ("checkpassword", "vpopmail")
+_POLICY_SCHEMES = ("sha512-crypt", "yescrypt", "bcrypt", "md5-crypt")  # vpop.passwords.POLICY_SCHEMES
 
 
 def _text(value: str) -> str:
@@ -76,6 +77,7 @@ _KEYS = {
     "tcp_file": (_path, None),
     "rebuild_tcpserver_file": (_boolean, True),
     "exit_codes": (_choice(*_EXIT_CODES), "checkpassword"),
+    "password_scheme": (_choice(*_POLICY_SCHEMES), "sha512-crypt"),
     "mysql_credentials": (_path, None),
     "mysql_limits": (_boolean, False),
     "mysql_connect_timeout": (_number, 2),
@@ -118,6 +120,7 @@ class Settings:
     tcp_file: str
     rebuild_tcpserver_file: bool
     exit_codes: str
+    password_scheme: str
     mysql_credentials: str
     mysql_limits: bool
     mysql_connect_timeout: int

@@ -120,6 +120,29 @@ def verify(password: bytes, stored: str) -> bool:
         return False
 
 
+# Hashes of a random secret that was thrown away, one per scheme a site may name as its policy
+# (``password_scheme``), at the cost new hashes of that scheme have: sha512-crypt with
+# crypt(3)'s default 5000 rounds (vpopmail 5.6), yescrypt with Debian's default cost, bcrypt
+# at passlib's cost 12, md5-crypt (vpopmail 5.4).
+POLICY_SCHEMES = ("sha512-crypt", "yescrypt", "bcrypt", "md5-crypt")
+_UNKNOWABLE = {
+    "sha512-crypt": "$6$3.2d1QUa58Zi1VM4$iDXCJT1dKLXWCefEEbj0bGND/W/qvuF6DZTFUUVU0bxgYKvGlDUSF0kfmAAYo3MO"
+                    ".pAOTJminCkzsdg5RgQEI/",
+    "yescrypt": "$y$j9T$F5Jx5fExrKuPp53xLKQ..1$bWQaLVX.AKoEWq6u12FP64J9JLBrSfRD0uS2Rd6cWX/",
+    "bcrypt": "$2b$12$H10ww5q5.jEg4iP2SPymteBYCe6xKuPcTP0uzkJ45krGmvbtostAy",
+    "md5-crypt": "$1$2iP2Lrdt$MaG5Rc28e.nqqTTPrjz1i/",
+}
+
+
+def spend_like_a_check(password: bytes, scheme: str) -> None:
+    """Verify ``password`` against a hash nobody knows the password of, and forget the answer.
+
+    An unknown user or domain then costs what a wrong password costs, so that a login cannot
+    tell which names exist by timing the answer (bcrypt answered 64 ms sooner without it).
+    """
+    crypt_verify(password, _UNKNOWABLE[scheme])
+
+
 def looks_like_md5_hex(text: bytes) -> bool:
     """APOP and CRAM-MD5 answers are 32 lower-case hex digits; anything else cannot match."""
     return len(text) == 32 and _HEX.issuperset(text.decode("latin-1"))
@@ -146,11 +169,15 @@ def cram_md5_verify(response: bytes, challenge: bytes, clear: str) -> bool:
 
 
 def make_hash(password: str, method: str = "md5") -> str:
-    """A new crypt(3) hash (for the admin tools and tests): md5 (vpopmail 5.4), sha512, bcrypt."""
+    """A new crypt(3) hash (for the admin tools and tests): md5 (vpopmail 5.4), sha512, bcrypt.
+
+    SHA-crypt hashes get crypt(3)'s default 5000 rounds, as vpopmail 5.6 writes them (passlib's
+    own default, 656000, would make every login cost a third of a second).
+    """
     from passlib import hash as ph
 
-    handler = {"md5": ph.md5_crypt, "sha512": ph.sha512_crypt, "sha256": ph.sha256_crypt,
-               "bcrypt": ph.bcrypt, "des": ph.des_crypt}[method]
+    handler = {"md5": ph.md5_crypt, "sha512": ph.sha512_crypt.using(rounds=5000),
+               "sha256": ph.sha256_crypt.using(rounds=5000), "bcrypt": ph.bcrypt, "des": ph.des_crypt}[method]
     return handler.hash(password)
 
 

@@ -83,6 +83,10 @@ class Store:
         """Forget relay entries older than ``relay_clear_minutes``; returns how many went."""
         raise NotImplementedError
 
+    def probe(self) -> None:
+        """The work a lookup costs without a lookup (an SQL store connects), for unknown domains."""
+        return None
+
     def source(self, domain: Domain) -> str:
         """Where the domain's user records are, for messages about a damaged one."""
         return f"the {self.settings.store} store"

@@ -87,6 +87,9 @@ class MysqlStore(Store):
         marks = ", ".join(["%s"] * len(values))
         self.db.execute(f"REPLACE INTO `{table}` ({columns}) VALUES ({marks})", tuple(values), create=create)
 
+    def probe(self) -> None:
+        self.db.query("SELECT 1")
+
     def set_user_dir(self, record: User, domain: Domain, path: str) -> str:
         """``UPDATE ... WHERE pw_dir = ''``; when no row changed, the primary says who won."""
         if self.settings.many_domains:
