@@ -575,17 +575,25 @@ def test_null_user_and_password_log_lines(tree: Tree) -> None:
 # Misuse
 
 
-def test_fd3_not_open(tree: Tree) -> None:
-    done, record = tree.login(None)
-    assert done.returncode == 2
-    assert record is None
-    assert b"fd 3" in done.stderr
+@pytest.mark.parametrize(("style", "code"), [("checkpassword", 2), ("vpopmail", 11)])
+@pytest.mark.parametrize(("port", "name"), [("110", "vchkpw-pop3"), (None, "vchkpw-0")])
+def test_fd3_not_open(tree: Tree, style: str, code: int, port: str | None, name: str) -> None:
+    """vpopmail's one line, with the log name, exactly when fd 3 cannot be read."""
+    tree.write_settings(exit_codes=style)
+    done = tree.run([program("vchkpw"), tree.recorder], None, tree.env(TCPLOCALPORT=port))
+    assert (done.returncode, done.stdout) == (code, b"")
+    assert done.stderr == (f"{name}: vchkpw is only for talking with qmail-popup and qmail-pop3d. "
+                           "It is not for runnning on the command line.\n").encode()
 
 
-def test_no_program_to_run(tree: Tree) -> None:
+@pytest.mark.parametrize(("style", "code"), [("checkpassword", 2), ("vpopmail", 11)])
+def test_no_program_to_run(tree: Tree, style: str, code: int) -> None:
+    """vpopmail authenticates and then crashes (SIGSEGV); we refuse before reading fd 3."""
+    tree.write_settings(exit_codes=style)
     done = tree.run([program("vchkpw")], pop())
-    assert done.returncode == 2
-    assert b"usage" in done.stderr
+    assert done.returncode == code
+    assert done.stderr == b"vchkpw: usage: vchkpw prog [args...]\n"
+    assert tree.syslog_lines() == []
 
 
 def test_fd3_longer_than_512_bytes(tree: Tree) -> None:
@@ -593,6 +601,7 @@ def test_fd3_longer_than_512_bytes(tree: Tree) -> None:
     done, record = tree.login(data)
     assert done.returncode == 1
     assert record is None
+    assert tree.syslog_lines() == [f"vchkpw-pop3: fd 3 refused: more than 512 bytes on fd 3 :{REMOTE_IP}"]
 
 
 def test_fd3_of_exactly_512_and_513_bytes(tree: Tree) -> None:
@@ -608,11 +617,29 @@ def test_fd3_of_exactly_512_and_513_bytes(tree: Tree) -> None:
     assert done.returncode == 1 and record is None
 
 
-@pytest.mark.parametrize("data", [b"bob@example.com", b"bob@example.com\0secret", b""])
-def test_fd3_without_the_nuls(tree: Tree, data: bytes) -> None:
+@pytest.mark.parametrize("style", ["checkpassword", "vpopmail"])
+def test_fd3_without_its_last_nul_logs_in(tree: Tree, style: str) -> None:
+    """vpopmail reads each field up to a NUL or the end of the data."""
+    tree.write_settings(exit_codes=style)
+    done, record = tree.login(b"bob@example.com\0secret")
+    assert done.returncode == 0, done.stderr
+    assert_session(record, tree.bob.dir)
+    assert tree.syslog_lines() == [OK_LINE.replace("(PLAIN)", "(PLAIN)")]
+
+
+@pytest.mark.parametrize(("data", "line", "vpopmail_code"), [
+    (b"", f"vchkpw-pop3: null user name given :{REMOTE_IP}", 12),
+    (b"bob@example.com", f"vchkpw-pop3: null password given bob@example.com:{REMOTE_IP}", 13),
+])
+@pytest.mark.parametrize("style", ["checkpassword", "vpopmail"])
+def test_fd3_without_any_nul(tree: Tree, data: bytes, line: str, vpopmail_code: int, style: str) -> None:
+    """As vpopmail: logged, and its 12 / 13; the checkpassword code stays 2 (misuse)."""
+    tree.write_settings(exit_codes=style)
     done, record = tree.login(data)
-    assert done.returncode == 2
+    assert done.returncode == (vpopmail_code if style == "vpopmail" else 2)
     assert record is None
+    assert tree.syslog_lines() == [line]
+    assert b"vchkpw is only for talking" not in done.stderr
 
 
 def test_fd3_with_trailing_data(tree: Tree) -> None:

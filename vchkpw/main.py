@@ -27,6 +27,10 @@ _NOT_RUNNABLE = ("vchkpw is only for talking with qmail-popup and qmail-pop3d. "
                  "It is not for runnning on the command line.")
 
 
+class NotRunnable(UsageError):
+    """fd 3 cannot be read: vchkpw was not started by qmail-popup or a checkpassword client."""
+
+
 def read_fd3(fd: int = 3) -> bytes:
     """Read fd 3 to EOF, at most 512 bytes (checkpassword's limit); more is refused."""
     chunks = []
@@ -35,7 +39,7 @@ def read_fd3(fd: int = 3) -> bytes:
         try:
             chunk = os.read(fd, FD3_LIMIT + 1 - total)
         except OSError as exc:
-            raise UsageError(f"cannot read fd 3: {exc.strerror}", 11) from None
+            raise NotRunnable(f"cannot read fd 3: {exc.strerror}", 11) from None
         if not chunk:
             break
         chunks.append(chunk)
@@ -50,12 +54,13 @@ def read_fd3(fd: int = 3) -> bytes:
 
 
 def split_fd3(data: bytes) -> tuple[bytes, bytes, bytes]:
-    """login, password, timestamp; a login or password without its NUL is misuse (2)."""
-    parts = data.split(b"\0", 2)
-    if len(parts) < 3:
-        raise UsageError("fd 3 data is not login\\0password\\0timestamp\\0", 11)
-    timestamp = parts[2].split(b"\0", 1)[0]
-    return parts[0], parts[1], timestamp
+    """login, password, timestamp: each ends at a NUL or at the end of the data, as in vpopmail.
+
+    So ``login\\0password`` without its last NUL is a login; what is missing is empty.
+    """
+    parts = data.split(b"\0", 3)
+    parts += [b""] * (3 - len(parts))
+    return parts[0], parts[1], parts[2]
 
 
 def detect_service(environ: dict, argv: list[str]) -> tuple[str, str, bool]:
@@ -124,12 +129,15 @@ def authenticate(login: Login, settings, data: bytes) -> None:
         login.lookup_only = False  # a password was sent: check it, whatever AUTHORIZED says
     text_login = raw_login.decode("utf-8", "replace")
     login.raw_login = text_login
+    # No NUL at all (an empty fd 3, or a login without its NUL) is misuse of the interface:
+    # checkpassword's 2, and vpopmail's 12 or 13 with its log line.
+    refusal = AuthFailure if b"\0" in data else UsageError
     if not raw_login:
         login.say(vlog.LOGON, f"null user name given {text_login}:{login.ip}")
-        raise AuthFailure("null user name", 12)
+        raise refusal("null user name", 12)
     if not password and not login.lookup_only:
         login.say(vlog.PASSWD, f"null password given {text_login}:{login.ip}")
-        raise AuthFailure("null password", 13)
+        raise refusal("null password", 13)
 
     if settings.store in ACCOUNT_STORES:
         authenticate_account(login, settings, text_login, password, challenge)
@@ -139,6 +147,8 @@ def authenticate(login: Login, settings, data: bytes) -> None:
         domain_name = default_domain(settings, login.environ)
     login.user, login.domain_name = user, domain_name
     if not valid_user(user) or not valid_domain(domain_name):
+        # vpopmail's parse_email says which part on stderr (never stdout: that is the client)
+        _stderr(f"user invalid {user}" if not valid_user(user) else f"domain invalid {domain_name}")
         login.say(vlog.PASSWD, f"invalid user/domain characters {text_login.lower()}:{login.ip}")
         raise AuthFailure("invalid characters", 20)
 
@@ -345,21 +355,24 @@ def start_session(login: Login, ident: Identity, full_name: str) -> None:
     if login.service != SMTP or login.dovecot:
         enter_home(login, ident)
 
+    # vpopmail's order: USER, HOME, SHELL, VPOPUSER (setenv: an inherited one keeps its place).
+    if login.dovecot:
+        # Dovecot renames the session to USER: keep the full address it asked about.
+        # (an account store's session is the account's own name, whatever case was typed).
+        env["USER"] = login.raw_login if ident.domain is not None and "@" in login.raw_login else full_name
+    else:
+        env["USER"] = ident.name
     env["HOME"] = ident.home
     env["SHELL"] = "NOLOGIN"
     if ident.domain is not None:
         env["VPOPUSER"] = login.raw_login.lower()
     if login.dovecot:
-        # Dovecot renames the session to USER: keep the full address it asked about.
-        env["USER"] = login.raw_login if "@" in login.raw_login else full_name
         env["userdb_uid"] = str(ident.uid)
         env["userdb_gid"] = str(ident.gid)
         extra = env.get("EXTRA", "").split()
         env["EXTRA"] = " ".join(extra + [n for n in ("userdb_uid", "userdb_gid") if n not in extra])
         if login.lookup_only:
             env["AUTHORIZED"] = "2"
-    else:
-        env["USER"] = ident.name
     try:
         os.execvpe(login.argv[1], login.argv[1:], env)
     except OSError as exc:
@@ -398,19 +411,25 @@ def main(argv: list[str] | None = None) -> int:
     settings = None
     login = None
     try:
-        if len(argv) < 2:
-            raise UsageError("usage: vchkpw prog [args...]", 11)
         from vpop.config import load_settings
 
         settings = load_settings(environ)
+        if len(argv) < 2:
+            raise UsageError("usage: vchkpw prog [args...]", 11)
         login = Login(environ, argv)
-        data = read_fd3()
         login.log = vlog.Logger(settings.log_name, settings.logging, settings.syslog_socket)
+        try:
+            data = read_fd3()
+        except AuthFailure as exc:
+            login.say(vlog.LOGON, f"fd 3 refused: {exc.message} :{login.ip}")
+            raise
         authenticate(login, settings, data)
         return 0  # not reached: authenticate execs
     except VpopError as exc:
-        if isinstance(exc, UsageError):
-            _stderr(f"vchkpw: {exc.message}\n{_NOT_RUNNABLE}")
+        if isinstance(exc, NotRunnable):
+            _stderr(f"{login.log_name if login is not None else 'vchkpw'}: {_NOT_RUNNABLE}")
+        elif isinstance(exc, UsageError):
+            _stderr(f"vchkpw: {exc.message}")
         elif isinstance(exc, TemporaryFailure):
             _stderr(f"vchkpw: {exc.message}")
             if login is not None and login.log is not None and not isinstance(exc, ConfigError):
