@@ -1,8 +1,11 @@
 """vpop.quota: quota strings, maildirsize reading/recounting, the over-quota rules, concurrency."""
 
+import errno
 import fcntl
 import os
+import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -320,6 +323,114 @@ def test_add_usage_folder_goes_to_parent(md: str) -> None:
     Path(sent, "maildirfolder").write_bytes(b"")
     assert quota.add_usage(sent, "100S", 5)
     assert maildirsize_text(md) == "100S\n5 1\n"
+
+
+# --------------------------------------------------------------------------------------------------
+# a lost append (full disk) forces the next recount
+
+
+@pytest.fixture
+def full_fs_md(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """``(maildir, filler)``: a Maildir on a 64 KiB tmpfs, and where to put a file that fills it."""
+    mnt = tmp_path / "fs"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "vpop-test-quota", str(mnt)],
+                   check=True)
+    try:
+        path = str(mnt / "Maildir")
+        maildir.make_maildir(path)
+        yield path, mnt / "filler"
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def fill_up(path: Path) -> None:
+    """Write ``path`` until the file system says ENOSPC."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        while True:
+            try:
+                os.write(fd, b"f" * 4096)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+                return
+    finally:
+        os.close(fd)
+
+
+def page_sized_maildirsize(md: str, quota_line: str, nbytes: int, count: int) -> None:
+    """A valid maildirsize of exactly 4096 bytes (one tmpfs page: the next append needs a new one).
+
+    Its usage line is padded with blanks, as Courier writes them.
+    """
+    head = f"{quota_line}\n".encode()
+    usage = f"{nbytes} {count}\n".encode()
+    Path(md, "maildirsize").write_bytes(head + b" " * (4096 - len(head) - len(usage)) + usage)
+
+
+def test_append_lost_on_a_full_disk_forces_a_recount(full_fs_md: tuple[str, Path]) -> None:
+    md, filler = full_fs_md
+    q = "100000S"
+    put(md, "cur", "1.M1P1Q1.h,S=3000:2,S", b"a")
+    page_sized_maildirsize(md, q, 3000, 1)
+    assert quota.check(md, q, 5000) == (False, 8)  # trusted: fresh, small, same quota
+    put(md, "new", "2.M2P2Q2.h,S=5000", b"b")  # the delivery itself got through ...
+    fill_up(filler)
+    assert not quota.add_usage(md, q, 5000)  # ... but its maildirsize line did not (ENOSPC)
+    st = os.stat(os.path.join(md, "maildirsize"))
+    assert (st.st_size, st.st_mtime) == (quota.RECALC_FILE_SIZE, 0)  # marked: big and old
+    # The next delivery's check, the disk still full: it recounts and sees 8000 + 1000 bytes
+    # (the file says 3000).  The recount cannot replace the file, so it stays marked.
+    assert quota.check(md, q, 1000) == (False, 9)
+    assert os.stat(os.path.join(md, "maildirsize")).st_size == quota.RECALC_FILE_SIZE
+    assert os.listdir(os.path.join(md, "tmp")) == []
+    # Space again; a parallel delivery appends successfully (making the file fresh) ...
+    filler.unlink()
+    put(md, "new", "3.M3P3Q3.h,S=2000", b"c")
+    assert quota.add_usage(md, q, 2000)
+    # ... and still the next check recounts: 3000 + 5000 + 2000, plus the new 1000.
+    assert quota.check(md, q, 1000) == (False, 11)
+    assert maildirsize_text(md) == f"{q}\n10000 3\n"
+    assert quota.check(md, q, 1000) == (False, 11)  # from the file now
+
+
+def test_append_lost_on_a_full_disk_makes_over_quota_visible(full_fs_md: tuple[str, Path]) -> None:
+    """The undercount would let a user over quota go on receiving: the recount stops that."""
+    md, filler = full_fs_md
+    q = "10000S"
+    put(md, "cur", "1.M1P1Q1.h,S=4000:2,S", b"a")
+    page_sized_maildirsize(md, q, 4000, 1)
+    put(md, "new", "2.M2P2Q2.h,S=5000", b"b")
+    fill_up(filler)
+    assert not quota.add_usage(md, q, 5000)
+    filler.unlink()
+    assert quota.check(md, q, 2000, small_message_bytes=0) == (True, 100)  # 11000 > 10000
+
+
+LIMITED_APPEND = """
+    import json, os, resource, sys
+    from vpop import quota
+    md, q, nbytes = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    size = os.stat(os.path.join(md, "maildirsize")).st_size
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size + 3, size + 3))  # room for 3 bytes of the line
+    print(json.dumps(quota.add_usage(md, q, nbytes)))
+"""
+
+
+def test_short_append_under_rlimit_fsize_forces_a_recount(md: str) -> None:
+    """RLIMIT_FSIZE: the write is cut short and the file cannot grow to 5120: the mtime mark."""
+    q = "100000S"
+    fill(md, 3000)
+    write_maildirsize(md, f"{q}\n3000 1\n")
+    size = os.stat(os.path.join(md, "maildirsize")).st_size
+    put(md, "new", "9.M9P9Q9.h,S=12345")
+    proc = spawn_python(LIMITED_APPEND, md, q, "12345")
+    out, err = proc.communicate(timeout=60)
+    assert (proc.returncode, out) == (0, "false\n"), err
+    st = os.stat(os.path.join(md, "maildirsize"))
+    assert (st.st_size, st.st_mtime) == (size + 3, 0)  # "123" half a line; the epoch
+    assert quota.check(md, q, 1000) == (False, 16)  # recounted: 15345 + 1000
+    assert maildirsize_text(md) == f"{q}\n15345 2\n"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -619,6 +619,30 @@ def test_dot_qmail_mbox_line(tree: Tree) -> None:
     assert delivered(tree.bob.dir) == []
 
 
+def test_dot_qmail_mbox_after_a_killed_delivery(tree: Tree) -> None:
+    """What a delivery killed mid-write leaves: a record without its end and a dot-lock with a
+    dead pid.  The next vdelivermail goes on at once and keeps the messages apart."""
+    qmail(tree, "./mbox\n")
+    assert tree.deliver("bob@example.com", MESSAGE).returncode == 0
+    path = Path(tree.bob.dir, "mbox")
+    half = b"From carol@example.net Tue Dec 03 10:00:00 2024\nSubject: cut off\n\nxxxx"
+    write_file(path, path.read_bytes() + half, 0o600)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    write_file(Path(tree.bob.dir, "mbox.lock"), f"{gone.pid}\n")
+    started = time.monotonic()
+    done = tree.deliver("bob@example.com", MESSAGE.replace(b"Hello Bob", b"Hello again"))
+    assert (done.returncode, done.stdout) == (0, b"")
+    assert time.monotonic() - started < 5  # not LOCK_WAIT (30 s) for a lock nobody holds
+    assert not Path(tree.bob.dir, "mbox.lock").exists()
+    box = mailbox.mbox(str(path))
+    messages = list(box)
+    box.close()
+    assert [m["Subject"] for m in messages] == ["hello", "cut off", "hello"]
+    assert [m.get_payload() for m in messages] == [
+        "Hello Bob,\n>From the start.\n.\n", "xxxx\n", "Hello again,\n>From the start.\n.\n"]
+
+
 def test_dot_qmail_forward_lines(tree: Tree) -> None:
     base = fake_inject(tree)
     qmail(tree, "&carol@example.net\ndave@example.org\n./Maildir/\n")

@@ -35,7 +35,9 @@ Deliberate differences from vpopmail (each to do better where the original is un
   whole-second mtime, so a change in the same second is noticed;
 * symlinked folders are not counted (Courier does the same): a shared folder must not eat the
   user's quota;
-* an unterminated last line (an append caught half-way) is ignored;
+* an unterminated last line (an append caught half-way) is ignored, and an append that fails
+  or is cut short (a full disk) marks the file for a recount, which vpopmail never did: its
+  undercount stayed, kept fresh by every later append (see ``_mark_stale``);
 * a negative number in a quota string counts as 0 (vpopmail printed it as a huge unsigned
   number: "unlimited" both ways), and values are capped at 2**63-1;
 * the new ``maildirsize`` is ``fsync``'d before the rename, and is never followed through a
@@ -555,7 +557,9 @@ def add_usage(maildir: str, quota_string: str, nbytes: int, count: int = 1) -> b
     quota is known -- holding the normalised quota line and that line, via a file in
     ``tmp/`` linked into place, so a ``maildirsize`` another delivery created meanwhile is
     never replaced (the line is appended to that one instead).  Failures are not raised: the
-    message is already delivered and the file is only a cache, so the caller must go on.
+    message is already delivered and the file is only a cache, so the caller must go on; an
+    append that failed or was cut short marks the file so that the next check recounts
+    (``_mark_stale``).
     """
     root = quota_root(maildir)
     path = os.path.join(root, "maildirsize")
@@ -597,11 +601,67 @@ def add_usage(maildir: str, quota_string: str, nbytes: int, count: int = 1) -> b
 
 
 def _append(path: str, line: bytes) -> bool:
+    """Append ``line`` in one ``write``; a failed or short write marks the file stale."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK | _O_CLOEXEC | _O_NOFOLLOW)
     try:
-        return os.write(fd, line) == len(line)
+        try:
+            if os.write(fd, line) == len(line):
+                return True
+        except OSError:
+            pass
+        _mark_stale(path, fd)
+        return False
     finally:
         os.close(fd)
+
+
+def _mark_stale(path: str, fd: int) -> None:
+    """Make the next :func:`check` (and vpopmail's, Courier's) recount, after a lost append.
+
+    An append that failed (ENOSPC, EDQUOT, EFBIG, EIO) or was cut short leaves ``maildirsize``
+    short of a message that *is* in the Maildir, and the file stays "fresh" as long as other
+    deliveries keep appending to it, so without this the undercount would never be corrected.
+    Two marks, both possible on a full disk, since neither needs a data block:
+
+    1. the file is extended to ``RECALC_FILE_SIZE`` (5120) bytes with ``ftruncate``: a hole,
+       which allocates nothing.  :func:`check`, vpopmail, Courier and Dovecot all recount a
+       file of 5120 bytes or more, and the quota line at its start stays readable (Dovecot
+       reads 5120 bytes and cuts them at the last newline, i.e. before the hole).  Appends
+       can only make the file bigger, so the mark stays until a recount replaces the file:
+       parallel deliveries cannot undo it (what the hole and the lines after it say is never
+       used; a half-written line before it is harmless too);
+    2. its mtime is set to the epoch (``futimens``): every reader recounts a file older than
+       15 minutes.  This covers a file that cannot grow at all (``RLIMIT_FSIZE``); a later
+       successful append would make it fresh again, which is why it is not the only mark.
+
+    Removing the file instead (Dovecot's ``maildirsize_rebuild_later``, which it does only when
+    the limits come from its own configuration) would be worse here: the quota line is lost
+    for readers that take it from the file, and a delivery appending a moment later would
+    create a new ``maildirsize`` holding only its own message, which looks fresh and exact.
+    It is done only when neither mark could be set, and only if ``path`` is still the file
+    the line was lost from.  The marks go to the open descriptor, i.e. that very file (a
+    recount that replaced it meanwhile has counted afresh).  Errors are ignored: this is best
+    effort on a file that is only a cache.
+    """
+    marked = False
+    try:
+        if os.fstat(fd).st_size < RECALC_FILE_SIZE:
+            os.ftruncate(fd, RECALC_FILE_SIZE)
+        marked = True
+    except OSError:
+        pass
+    try:
+        os.utime(fd, (0, 0))
+        marked = True
+    except OSError:
+        pass
+    if not marked:
+        try:
+            st, now = os.fstat(fd), os.lstat(path)
+            if (st.st_dev, st.st_ino) == (now.st_dev, now.st_ino):
+                os.unlink(path)
+        except OSError:
+            pass
 
 
 # --------------------------------------------------------------------------------------------------
