@@ -1,12 +1,20 @@
 """qmail-getpw as qmail-lspawn runs it: ``qmail-getpw LOCAL``.
 
 Output on stdout ``user\\0uid\\0gid\\0home\\0dash\\0ext\\0`` and exit 0; 100 without an
-argument; 111 when the database cannot answer (nothing printed: qmail-lspawn defers -- never
-a fall-through to another candidate or to ``alias``, which would misroute mail); 115 when a
-home cannot be stat'ed for a temporary reason; 116 when there is no ``alias`` user.
+argument; 111 when the database cannot answer, a settings or credentials file is wrong, or
+anything unforeseen happens (nothing printed: qmail-lspawn defers -- never a fall-through to
+another candidate or to ``alias``, which would misroute mail); 113 when the ``alias`` user
+has uid or gid 0; 115 when a home cannot be stat'ed for a temporary reason; 116 when there is
+no ``alias`` user.
+
+The local part is handled as the bytes qmail-lspawn passed (a remote ``RCPT TO`` may make
+them anything but NUL), as the C program does: candidates are cut and counted in bytes,
+only A-Z are lower-cased, and the ext is printed as received.  A candidate that is not UTF-8
+matches no ``mailbox`` row; /etc/passwd is asked with its bytes.
 
 stdin is qmail-lspawn's command pipe and is never read; stderr is closed by qmail-start and
-is never written (a descriptor opened later could take its number).
+is never written (a descriptor opened later could take its number): why a delivery was
+deferred goes to syslog.
 """
 
 import errno
@@ -14,11 +22,11 @@ import os
 import sys
 
 from vpop.errors import TemporaryFailure, VpopError
-from vpop.names import ascii_lower
 
-BREAK = "-"
-USERLEN = 32  # GETPW_USERLEN: candidates of 32 characters or more are skipped
+BREAK = b"-"
+USERLEN = 32  # GETPW_USERLEN: candidates of 32 bytes or more are skipped
 EXIT_NFS, EXIT_NOALIAS, EXIT_SYS = 115, 116, 118
+EXIT_ROOT = 113  # QLX_ROOT: qmail-lspawn reports "Not allowed to perform deliveries as root."
 # error_temp's list: a stat failing with one of these is temporary (exit 115).
 TEMPORARY_ERRNOS = frozenset(
     getattr(errno, name)
@@ -29,6 +37,9 @@ TEMPORARY_ERRNOS = frozenset(
     if hasattr(errno, name)
 )
 
+#: user, uid, gid, home as qmail-getpw prints them (names and homes as bytes).
+Entry = tuple[bytes, int, int, bytes]
+
 
 class HomeCheckFailed(Exception):
     """stat(home) failed temporarily (qmail-getpw's QLX_NFS)."""
@@ -37,35 +48,44 @@ class HomeCheckFailed(Exception):
 class Lookup:
     """Candidate lookups: the mailbox table first (qmail-mysql store), then /etc/passwd."""
 
-    def __init__(self, settings) -> None:
+    def __init__(self, settings, logger=None) -> None:
         self.settings = settings
         self.store = None
         if settings.store == "qmail-mysql":
-            from vpop import log as vlog
             from vpop.stores import open_store
 
-            logger = vlog.Logger("qmail-getpw", settings.logging, settings.syslog_socket)
             self.store = open_store(settings, logger)
 
-    def find(self, name: str) -> tuple[str, int, int, str] | None:
+    def find(self, name: bytes) -> Entry | None:
+        """The entry of ``name`` (bytes as received, ASCII-lower-cased by the caller), or None.
+
+        The table holds UTF-8 text, so the name is decoded as UTF-8 whatever the locale; a name
+        that is not UTF-8 matches no row (the store says so).  /etc/passwd is asked with the
+        bytes themselves, as getpwnam(3) would be.
+        """
         if self.store is not None:
-            account = self.store.mailbox(name)
+            account = self.store.mailbox(name.decode("utf-8", "surrogateescape"))
             if account is not None:
-                return account.name, account.uid, account.gid, account.home
+                return (account.name.encode("utf-8", "surrogateescape"), account.uid, account.gid,
+                        account.home.encode("utf-8", "surrogateescape"))
         if self.settings.getpw_system_users:
             import pwd
 
             try:
-                entry = pwd.getpwnam(name)
+                entry = pwd.getpwnam(os.fsdecode(name))
             except KeyError:
                 return None
-            return entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir
+            return os.fsencode(entry.pw_name), entry.pw_uid, entry.pw_gid, os.fsencode(entry.pw_dir)
         return None
 
 
-def home_owned(uid: int, home: str) -> bool:
-    """qmail-getpw's acceptance test: uid != 0 and stat(home).st_uid == uid."""
-    if uid == 0:
+def home_owned(uid: int, home: str | bytes, gid: int | None = None) -> bool:
+    """qmail-getpw's acceptance test: uid != 0 and stat(home).st_uid == uid.
+
+    We also refuse gid 0 (stock qmail-getpw does not look at the gid, and qmail-lspawn would
+    run the delivery in group root); a row with gid 0 is skipped exactly as one with uid 0.
+    """
+    if uid == 0 or gid == 0:
         return False
     try:
         return os.stat(home).st_uid == uid
@@ -75,38 +95,62 @@ def home_owned(uid: int, home: str) -> bool:
         return False
 
 
-def resolve(local: str, lookup: Lookup) -> tuple[str, int, int, str, str, str] | int:
-    """The six output fields for ``local``, or an exit code."""
+def resolve(local: bytes, lookup: Lookup) -> tuple[bytes, int, int, bytes, bytes, bytes] | int:
+    """The six output fields for ``local`` (the argument's bytes), or an exit code."""
     for pos in range(len(local), 0, -1):
-        if pos != len(local) and local[pos] != BREAK:
+        if pos != len(local) and local[pos:pos + 1] != BREAK:
             continue
         candidate = local[:pos]
         if len(candidate) >= USERLEN:
             continue
-        found = lookup.find(ascii_lower(candidate))
+        found = lookup.find(candidate.lower())  # bytes.lower(): A-Z only, as case_lowerb
         if found is None:
             continue
         name, uid, gid, home = found
         try:
-            if not home_owned(uid, home):
+            if not home_owned(uid, home, gid):
                 continue
         except HomeCheckFailed:
             return EXIT_NFS
         if pos == len(local):
-            return name, uid, gid, home, "", ""
-        return name, uid, gid, home, "-", local[pos + 1:]
-    found = lookup.find("alias")
+            return name, uid, gid, home, b"", b""
+        return name, uid, gid, home, b"-", local[pos + 1:]
+    found = lookup.find(b"alias")
     if found is None:
         return EXIT_NOALIAS
     name, uid, gid, home = found
-    return name, uid, gid, home, "-", local
+    if uid == 0 or gid == 0:
+        # Stock prints a uid-0 alias and qmail-lspawn then refuses it with QLX_ROOT; we give
+        # that answer ourselves, and the same one for gid 0, which qmail-lspawn would accept.
+        return EXIT_ROOT
+    return name, uid, gid, home, b"-", local
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; the only place where outcomes become exit codes."""
+    """Entry point; the only place where outcomes become exit codes.
+
+    Whatever goes wrong unforeseen is 111 with nothing on stdout: a Python traceback would
+    exit 1, which qmail-lspawn reports as a permanent failure, and the mail would bounce.
+    """
     argv = sys.argv if argv is None else argv
     if len(argv) < 2:
         return 100
+    loaded: list = []  # the settings, once read: where an error can be logged
+    try:
+        return run(argv[1], loaded)
+    except Exception as exc:  # see the docstring
+        # Name the place, not the message: it could quote the local part or a secret.
+        try:
+            if loaded:
+                _logger(loaded[0]).send(f"internal error {exc.__class__.__name__} at {_raised_at(exc)}, "
+                                        "deferred", "err")
+        except Exception:  # the report must not turn 111 into 1
+            pass
+        return 111
+
+
+def run(local: str, loaded: list) -> int:
+    """One lookup for the local part ``local``; ``loaded`` receives the settings once read."""
     for fd in (0, 1, 2):  # keep later descriptors off 0-2 (stderr is closed under qmail-lspawn)
         try:
             os.fstat(fd)
@@ -115,20 +159,43 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from vpop.config import load_settings
 
-        lookup = Lookup(load_settings())
-        result = resolve(argv[1], lookup)
+        settings = load_settings()
+        loaded.append(settings)
+        lookup = Lookup(settings, _logger(settings) if settings.store == "qmail-mysql" else None)
+        result = resolve(os.fsencode(local), lookup)  # the argument's bytes, whatever the locale
     except VpopError as exc:
+        if loaded and isinstance(exc, TemporaryFailure) and not getattr(exc, "logged", False):
+            # stderr is closed under qmail-lspawn: syslog is the only place to say why mail waits.
+            _logger(loaded[0]).send(f"{exc.message}, deferred", "err")
         return 111 if isinstance(exc, TemporaryFailure) else exc.exit_code
     except OSError:
         return EXIT_SYS
     if isinstance(result, int):
         return result
     name, uid, gid, home, dash, ext = result
-    data = f"{name}\0{uid}\0{gid}\0{home}\0{dash}\0{ext}\0".encode("utf-8", "surrogateescape")
-    view = memoryview(data)
+    view = memoryview(b"\0".join((name, b"%d" % uid, b"%d" % gid, home, dash, ext)) + b"\0")
     try:
         while view:
             view = view[os.write(1, view):]
     except OSError:
         return EXIT_SYS
     return 0
+
+
+def _logger(settings):
+    from vpop import log as vlog
+
+    return vlog.Logger("qmail-getpw", settings.logging, settings.syslog_socket)
+
+
+def _raised_at(exc: BaseException) -> str:
+    """file:line of the innermost frame of our own code (else the innermost frame)."""
+    ours = last = "?"
+    tb = exc.__traceback__
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        last = f"{name}:{tb.tb_lineno}"
+        if "/vpop/" in name or "/qmail_getpw/" in name:
+            ours = last
+        tb = tb.tb_next
+    return ours if ours != "?" else last

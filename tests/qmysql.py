@@ -158,9 +158,10 @@ class QmailMysqlTree(Tree):
     def program_env(self, **extra: str) -> dict[str, str]:
         return {"PATH": "/usr/bin:/bin", "VPOP_CONFIG": str(self.config), **extra}
 
-    def getpw(self, *args: str, stdin: Any = subprocess.DEVNULL, user: int | None = None,
+    def getpw(self, *args: str | bytes, stdin: Any = subprocess.DEVNULL, user: int | None = None,
               group: int | None = None, timeout: float = 20) -> subprocess.CompletedProcess[bytes]:
-        """Run the installed qmail-getpw as qmail-lspawn does: cwd = qmail home, argv[1] = local part."""
+        """Run the installed qmail-getpw as qmail-lspawn does: cwd = qmail home, argv[1] = local part
+        (bytes reach the program as they are: a remote ``RCPT TO`` can make any local part but NUL)."""
         try:
             return subprocess.run([program("qmail-getpw"), *args], stdin=stdin, capture_output=True,
                                   env=self.program_env(), cwd=self.qmail_home, timeout=timeout,
@@ -179,5 +180,5 @@ class QmailMysqlTree(Tree):
 
 
 def getpw_fields(*fields: object) -> bytes:
-    """qmail-getpw's expected stdout: every field followed by NUL."""
-    return b"".join(str(f).encode() + b"\0" for f in fields)
+    """qmail-getpw's expected stdout: every field followed by NUL (bytes as they are, the rest as UTF-8)."""
+    return b"".join((f if isinstance(f, bytes) else str(f).encode()) + b"\0" for f in fields)

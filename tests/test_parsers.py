@@ -235,7 +235,9 @@ def test_vpopmail_mysql_any_text(text: str) -> None:
 
 
 NAME = st.text("abcdefghijklmnopqrstuvwxyz0123456789._-", min_size=1, max_size=20)
-PASSWORD = st.text(st.characters(blacklist_characters="|\n\r", blacklist_categories=("Cs",)), max_size=20)
+# Latin-1: what the MySQL driver can send (tests/test_sqlserver.py: the refusal of the rest).
+PASSWORD = st.text(st.characters(blacklist_characters="|\n\r", blacklist_categories=("Cs",),
+                                 max_codepoint=255), max_size=20)
 
 
 @given(NAME, st.one_of(st.integers(0, 65535).map(str), st.just(""), NAME.map(lambda n: "/run/" + n)),

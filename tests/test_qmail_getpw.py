@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 from helpers import VPOPMAIL_GID, VPOPMAIL_UID, program, remove_tree, shared_tmpdir
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from qmysql import (
     POPUSER_UID,
     USERS_GID,
@@ -177,9 +179,38 @@ def test_candidates_of_32_characters_or_more_are_skipped(with_alias: QmailMysqlT
     ok(site.getpw("iain-" + "x" * 60), "iain", 800, 100, site.iain, "-", "x" * 60)
 
 
+def test_the_32_limit_counts_bytes(with_alias: QmailMysqlTree) -> None:
+    """GETPW_USERLEN is a byte count: 16 ü are 16 characters but 32 bytes of UTF-8, and are skipped."""
+    site = with_alias
+    u15, u16 = "ü" * 15, "ü" * 16
+    site.mailbox(u15, POPUSER_UID, USERS_GID, site.home("home/mail/u15"))
+    site.mailbox(u16, POPUSER_UID, USERS_GID, site.home("home/mail/u16"))
+    ok(site.getpw(u15 + "-x"), u15, 800, 100, str(site.root / "home/mail/u15"), "-", "x")
+    ok(site.getpw(u16), "alias", 800, 100, site.alias_home, "-", u16)
+    ok(site.getpw(u16 + "-x"), "alias", 800, 100, site.alias_home, "-", u16 + "-x")
+
+
 def test_uid_0_is_rejected(faq: QmailMysqlTree) -> None:
     faq.mailbox("iain-root", 0, 0, faq.home("home/mail/rootish", uid=0, gid=0))
     ok(faq.getpw("iain-root"), "iain", 800, 100, faq.iain, "-", "root")
+
+
+def test_gid_0_is_rejected_like_uid_0(faq: QmailMysqlTree) -> None:
+    """A row with gid 0 would have qmail-lspawn deliver in group root: skipped, as a uid-0 row is."""
+    faq.mailbox("iain-root", 0, USERS_GID, faq.home("home/mail/rootish", uid=0))
+    faq.mailbox("iain-wheel", POPUSER_UID, 0, faq.home("home/mail/wheel", gid=0))
+    for local in ("iain-root", "iain-wheel"):
+        ok(faq.getpw(local), "iain", 800, 100, faq.iain, "-", local[5:])
+    ok(faq.getpw("iain-wheel-x"), "iain", 800, 100, faq.iain, "-", "wheel-x")
+
+
+@pytest.mark.parametrize(("uid", "gid"), [(0, USERS_GID), (POPUSER_UID, 0), (0, 0)])
+def test_alias_with_uid_or_gid_0_is_113(faq: QmailMysqlTree, uid: int, gid: int) -> None:
+    """Stock prints a uid-0 alias and qmail-lspawn refuses it: 113, "Not allowed to perform deliveries
+    as root."  We give that answer ourselves, and the same for gid 0, which qmail-lspawn would take."""
+    faq.mailbox("alias", uid, gid, faq.home("home/mail/alias", uid=uid, gid=gid))
+    fails(faq.getpw("nobody"), 113)
+    ok(faq.getpw("iain-x"), "iain", 800, 100, faq.iain, "-", "x")  # found users are not affected
 
 
 def test_home_owned_by_another_uid_is_rejected(faq: QmailMysqlTree) -> None:
@@ -235,6 +266,151 @@ def test_no_alias_user_and_system_users_off_is_116(faq: QmailMysqlTree, passwd_a
 
 def test_no_argument_is_100_and_silent(faq: QmailMysqlTree) -> None:
     fails(faq.getpw(), 100)
+
+
+# ------------------------------------------------------------------------------------------------
+# Local parts that are not UTF-8: qmail-lspawn passes the bytes a remote RCPT TO made
+
+
+def stock_getpw(local: bytes, users: dict[bytes, tuple[int, int, bytes]], alias: tuple[int, int, bytes]
+                ) -> bytes:
+    """Stock qmail-getpw's stdout for ``local`` (qmail-delivery.md §4), on bytes as the C program works.
+
+    ``users`` holds the accepted entries by exact name (uid != 0, home owned); every other name
+    is unknown.  Candidates: the whole string, then every prefix ending before a '-', longest first;
+    32 bytes or more are skipped; only A-Z are lower-cased; no match -> alias, dash '-', the whole local.
+    """
+    for pos in range(len(local), 0, -1):
+        if pos != len(local) and local[pos:pos + 1] != b"-":
+            continue
+        candidate = bytes(c + 32 if 65 <= c <= 90 else c for c in local[:pos])
+        if len(candidate) >= 32 or candidate not in users:
+            continue
+        uid, gid, home = users[candidate]
+        if pos == len(local):
+            return getpw_fields(candidate, uid, gid, home, b"", b"")
+        return getpw_fields(candidate, uid, gid, home, b"-", local[pos + 1:])
+    uid, gid, home = alias
+    return getpw_fields(b"alias", uid, gid, home, b"-", local)
+
+
+@pytest.fixture
+def bytes_site(with_alias: QmailMysqlTree) -> QmailMysqlTree:
+    """The FAQ's site plus joe and zoë (UTF-8 in the table); ``users`` maps names (bytes) to entries."""
+    site = with_alias
+    site.joe = site.home("home/mail/joe")
+    site.zoe = site.home("home/mail/zoe")
+    site.mailbox("joe", POPUSER_UID, USERS_GID, site.joe)
+    site.mailbox("zoë", POPUSER_UID, USERS_GID, site.zoe)
+    site.users = {name.encode(): (POPUSER_UID, USERS_GID, home.encode()) for name, home in (
+        ("iain", site.iain), ("iain-sanity", site.sanity), ("joe", site.joe), ("zoë", site.zoe))}
+    site.alias_entry = (POPUSER_UID, USERS_GID, site.alias_home.encode())
+    return site
+
+
+@pytest.mark.parametrize("local", [
+    b"j\xf6e",  # jöe in Latin-1
+    b"J\xd6E",
+    b"\xff",
+    b"\x80-iain",
+    b"iain\xff",
+    b"iain\xff-x",  # neither candidate is UTF-8
+    b"iain-\xff\xfe",  # iain, ext as received
+    b"IAIN-Sanity-\xc3",  # a UTF-8 lead byte alone
+    b"zo\xc3",  # zoë cut inside its ë
+    b"zo\xeb",  # zoë in Latin-1
+    b"\xed\xa0\x80",  # a UTF-16 surrogate in UTF-8 form (CESU-8): not UTF-8
+    b"\xc0\xaf",  # an overlong '/'
+    b"iain-" + b"\xe9" * 40,
+    b"\xe9" * 16 + b"-iain",
+    b"zo\xc3\xab-\xff",  # zoë (UTF-8) with a non-UTF-8 ext
+    b"ZO\xc3\xab-\xe9t\xe9",
+])
+@pytest.mark.parametrize("system_users", [True, False])
+def test_local_parts_that_are_not_utf8(bytes_site: QmailMysqlTree, local: bytes, system_users: bool) -> None:
+    """Bytes that are not UTF-8 match no row: stock qmail-getpw's answer, byte for byte (it was a
+    traceback and exit 1, which qmail-lspawn reports as permanent: the mail bounced)."""
+    bytes_site.write_settings(getpw_system_users=system_users)
+    done = bytes_site.getpw(local)
+    assert (done.returncode, done.stderr) == (0, b""), done
+    assert done.stdout == stock_getpw(local, bytes_site.users, bytes_site.alias_entry)
+
+
+# Pieces that make candidates: names in the table, their case and accent variants, breaks, bytes that
+# are not UTF-8, and runs that bring a candidate near the 32-byte limit.
+PIECES = st.one_of(
+    st.sampled_from([b"joe", b"JOE", b"iain", b"IAIN", b"sanity", b"zo\xc3\xab", b"ZO\xc3\xab", b"ZO\xc3\x8b",
+                     b"j\xc3\xb6e", b"j\xf6e", b"-", b"-", b"--", b"\xff", b"\xc3", b"\x80", b"e", b" ", b".",
+                     b"a" * 27, b"\xe9" * 13, b"alias"]),
+    st.binary(min_size=1, max_size=4).filter(lambda b: b"\0" not in b),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(PIECES, min_size=1, max_size=6).map(b"".join))
+def test_fuzzed_local_parts_get_the_stock_answer(bytes_site: QmailMysqlTree, local: bytes) -> None:
+    """Any local part (no NUL: argv cannot carry one): exit 0 and stock qmail-getpw's bytes."""
+    bytes_site.write_settings(getpw_system_users=False)  # the table alone: /etc/passwd is the host's
+    done = bytes_site.getpw(local)
+    assert (done.returncode, done.stderr) == (0, b""), done
+    assert done.stdout == stock_getpw(local, bytes_site.users, bytes_site.alias_entry)
+
+
+# ------------------------------------------------------------------------------------------------
+# Names are compared exactly: not through the table's collation (utf8mb4_general_ci)
+
+
+@pytest.mark.parametrize(("local", "user"), [
+    ("JOE", "joe"),  # A-Z are lower-cased, as stock qmail-getpw does
+    ("Joe-Box", "joe"),
+    ("zoë", "zoë"),
+    ("ZOë-x", "zoë"),
+    ("jöe", None),  # the collation takes these for joe
+    ("JÖE", None),
+    ("jóe-x", None),
+    ("joe ", None),  # PAD SPACE: 'joe ' = 'joe'
+    ("joe  -x", None),
+    ("ZOË", None),  # Ë is not A-Z: not lower-cased
+    ("zoe", None),  # the collation takes it for zoë
+    ("zoe-x", None),
+])
+def test_names_match_exactly(bytes_site: QmailMysqlTree, local: str, user: str | None) -> None:
+    raw = local.encode()
+    done = bytes_site.getpw(raw)
+    assert done.stdout == stock_getpw(raw, bytes_site.users, bytes_site.alias_entry), done
+    name = done.stdout.split(b"\0", 1)[0].decode()
+    assert name == (user or "alias")
+
+
+def test_row_in_ascii_mixed_case_answers_with_its_own_name(with_alias: QmailMysqlTree) -> None:
+    """A row stored as Carol: found for carol and CAROL (ASCII case, as the patch's ci collation did),
+    printed as stored (stock prints pw_name); not found for cärol."""
+    home = with_alias.home("home/mail/carol")
+    with_alias.mailbox("Carol", POPUSER_UID, USERS_GID, home)
+    ok(with_alias.getpw("carol-x"), "Carol", 800, 100, home, "-", "x")
+    ok(with_alias.getpw("CAROL"), "Carol", 800, 100, home, "", "")
+    ok(with_alias.getpw("c\u00e4rol"), "alias", 800, 100, with_alias.alias_home, "-", "c\u00e4rol")
+
+
+# ------------------------------------------------------------------------------------------------
+# Whatever goes wrong unforeseen: 111 and nothing printed, never Python's exit 1 (a bounce)
+
+
+def test_unforeseen_error_is_111_and_logged(with_alias: QmailMysqlTree) -> None:
+    # A home with a NUL in it cannot even be given to stat(2): Python raises ValueError.
+    with_alias.mailbox("iain-nul", POPUSER_UID, USERS_GID, with_alias.iain + "\0/x")
+    with_alias.syslog_records()
+    fails(with_alias.getpw("iain-nul"), 111)
+    fails(closed_stderr(with_alias, "iain-nul-ext"), 111)
+    records = with_alias.syslog_parsed()
+    assert len(records) == 2, records
+    for record in records:
+        assert (record.tag, record.facility, record.severity) == ("qmail-getpw", FACILITY_MAIL,
+                                                                  SEVERITY["err"])
+        assert record.message.startswith("internal error ValueError at "), record
+        assert "/qmail_getpw/main.py:" in record.message and record.message.endswith(", deferred"), record
+        assert "iain-nul" not in record.message  # the place, not the data
+    ok(with_alias.getpw("iain-x"), "iain", 800, 100, with_alias.iain, "-", "x")  # other names unaffected
 
 
 # ------------------------------------------------------------------------------------------------
@@ -416,6 +592,8 @@ def test_home_owned(tmp_path: Path) -> None:
     root_home = tmp_path / "root"
     root_home.mkdir()
     assert home_owned(0, str(root_home)) is False  # uid 0 is never accepted, even when it owns the home
+    assert home_owned(POPUSER_UID, str(owned), 0) is False  # nor gid 0
+    assert home_owned(POPUSER_UID, os.fsencode(owned), USERS_GID) is True  # a home as bytes
     assert home_owned(POPUSER_UID, str(tmp_path / "missing")) is False  # ENOENT
     afile = tmp_path / "file"
     afile.write_text("")

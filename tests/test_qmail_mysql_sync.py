@@ -363,6 +363,23 @@ def test_rows_cannot_forge_assign_lines_or_program_lines(site: QmailMysqlTree) -
     assert where(site, "iain.p@tterson.net").user == "iain"  # the good rows still are
 
 
+def test_usernames_are_not_matched_through_the_collation(site: QmailMysqlTree) -> None:
+    """utf8mb4_general_ci takes ïain and IÄIN for iain: their rows must not write into iain's home nor
+    route to iain (users/assign)."""
+    site.alias("\u00efain", "folded", "someone", "example.org")
+    site.alias("I\u00c4IN", "upper", "someone", "example.org")
+    site.virtual("\u00efain", "", "folded", "folded.example")
+    done = sync_ok(site)
+    problems = done.stderr.splitlines()
+    for key in ("alias \u00efain/folded", "alias I\u00c4IN/upper", "virtual folded@folded.example"):
+        hits = [line for line in problems if key in line and "neither in mailbox nor in passwd" in line]
+        assert hits, (key, problems)
+    assert not dot_qmail(site, "iain", ".qmail-folded").exists()
+    assert not dot_qmail(site, "iain", ".qmail-upper").exists()
+    assert "folded" not in (site.qmail_home / "users" / "assign").read_text()
+    assert where(site, "iain.p@tterson.net").user == "iain"  # the row spelt right still is
+
+
 def test_bad_row_in_a_list_leaves_the_rest(site: QmailMysqlTree) -> None:
     site.alias("alias", "customers", "", "")
     done = sync_ok(site)

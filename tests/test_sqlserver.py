@@ -16,10 +16,10 @@ import pytest
 from helpers import fd3_payload
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from qmysql import POPUSER_UID, USERS_GID, QmailMysqlTree, empty_tables, getpw_fields
+from qmysql import POPUSER_UID, USERS_GID, QmailMysqlTree, empty_tables, getpw_fields, sqlserver_text
 from syslogrecord import SEVERITY
-from tree import REMOTE_IP
-from vpop.credentials import Server, parse_sqlserver, read_sqlserver
+from tree import REMOTE_IP, Tree
+from vpop.credentials import Server, parse_sqlserver, parse_vpopmail_mysql, read_sqlserver
 from vpop.errors import ConfigError
 
 PATH = "/var/qmail/control/sqlserver"
@@ -157,6 +157,63 @@ def test_empty_file() -> None:
 
 
 # ------------------------------------------------------------------------------------------------
+# What the MySQL driver cannot send: refused with the file and line (PyMySQL sends the password as
+# Latin-1, the user and database as UTF-8; it raised UnicodeEncodeError at connect time)
+
+NOT_LATIN1 = "p\u20acss"  # p€ss
+
+
+def assert_unsendable_password(text: str, path: str, line: int) -> None:
+    """``text`` (a message the program gave) names path:line and says why, without the password."""
+    assert f"{path}:{line}: the password cannot be sent by the MySQL driver" in text, text
+    assert NOT_LATIN1 not in text and "\u20ac" not in text, text
+
+
+@pytest.mark.parametrize("password", [NOT_LATIN1, "\u0100", "pass\U0001f511", "zq9\ufeff"])
+def test_password_outside_latin1_is_refused(password: str) -> None:
+    exc = error(f"server localhost\nlogin qmail\n\n# the password\npassword {password}\ndb qmail\n")
+    assert exc.line == 5
+    assert_unsendable_password(exc.message, PATH, 5)
+    assert password not in exc.message and password not in repr(exc)
+
+
+def test_latin1_password_is_kept() -> None:
+    text = "server localhost\nlogin qmail\npassword p\u00e4ss\u00ff\ndb qmail\n"
+    assert parse(text)["password"] == "p\u00e4ss\u00ff"  # sent as Latin-1, as the driver does
+
+
+def test_bytes_that_are_not_utf8(tmp_path: Path) -> None:
+    """A file in Latin-1 (byte 0xE4): the password cannot be sent; a login or db cannot be either."""
+    path = tmp_path / "sqlserver"
+    path.write_bytes(b"server localhost\nlogin qmail\npassword p\xe4ss\ndb qmail\n")
+    with pytest.raises(ConfigError) as info:
+        read_sqlserver(str(path))
+    assert info.value.line == 3
+    assert_unsendable_password(info.value.message, str(path), 3)
+    for key, line in (("login", 2), ("db", 4), ("server", 1)):
+        lines = [b"server localhost", b"login qmail", b"password secret", b"db qmail"]
+        lines[line - 1] = key.encode() + b" q\xe4m"
+        path.write_bytes(b"\n".join(lines) + b"\n")
+        with pytest.raises(ConfigError) as info:
+            read_sqlserver(str(path))
+        assert (info.value.line, info.value.message) == (line, f"{path}:{line}: the {key} is not valid UTF-8")
+
+
+def test_vpopmail_mysql_password_outside_latin1() -> None:
+    path = "/home/vpopmail/etc/vpopmail.mysql"
+    update = f"db2|3306|writer|{NOT_LATIN1}|vpopmail\n"
+    for text, line in ((f"localhost|0|vpopmail|{NOT_LATIN1}|vpopmail\n", 1),
+                       ("# read\nlocalhost|0|vpopmail|secret|vpopmail\n" + update, 3)):
+        with pytest.raises(ConfigError) as info:
+            parse_vpopmail_mysql(text, path)
+        assert info.value.line == line
+        assert_unsendable_password(info.value.message, path, line)
+    with pytest.raises(ConfigError) as info:
+        parse_vpopmail_mysql("localhost|0|vp\udce4|secret|vpopmail\n", path)
+    assert info.value.message == f"{path}:1: the user is not valid UTF-8"
+
+
+# ------------------------------------------------------------------------------------------------
 # Properties: whatever the text, a Server or a ConfigError -- and the password never in a message
 
 SECRET = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zs", "Zl", "Zp")), min_size=1, max_size=20)
@@ -200,10 +257,12 @@ def test_arbitrary_text(text: str) -> None:
 
 VALUE = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zs", "Zl", "Zp")), min_size=1, max_size=12
                 ).filter(lambda v: not v.startswith(("=", "#")))
+# What the driver can send as a password: Latin-1 (see test_password_outside_latin1_is_refused).
+LATIN1_VALUE = VALUE.filter(lambda v: max(map(ord, v)) < 256)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(host=VALUE, user=VALUE, password=VALUE, database=VALUE, port=st.integers(1, 65535),
+@given(host=VALUE, user=VALUE, password=LATIN1_VALUE, database=VALUE, port=st.integers(1, 65535),
        seps=st.lists(st.sampled_from([" ", "\t", "=", " = ", "  ", "\t=", "= "]), min_size=5, max_size=5),
        eol=st.sampled_from(["\n", "\r\n"]), pad=st.sampled_from(["", " ", "\t", " \t "]),
        extra=st.lists(st.sampled_from(["", "# comment", "   ", "\t# x y z"]), min_size=5, max_size=5),
@@ -307,3 +366,59 @@ def test_sqlserver_error_in_vchkpw_is_111(site: QmailMysqlTree) -> None:
     site.sqlserver.unlink()
     done, record = login(site)
     assert done.returncode == 111 and record is None
+
+
+# ------------------------------------------------------------------------------------------------
+# A password the driver cannot send, as each program meets it: 111 and the file and line
+
+
+def test_unsendable_password_qmail_getpw(site: QmailMysqlTree, qmail_db: dict[str, Any]) -> None:
+    site.write_sqlserver(sqlserver_text({**qmail_db, "password": NOT_LATIN1}))  # line 3
+    site.syslog_records()
+    for local in ("iain", "nobody"):
+        done = site.getpw(local)
+        assert (done.returncode, done.stdout, done.stderr) == (111, b"", b""), done  # was exit 1: a bounce
+        (record,) = site.syslog_parsed()  # stderr is closed under qmail-lspawn: syslog says why
+        assert record.severity == SEVERITY["err"] and record.message.endswith(", deferred"), record
+        assert_unsendable_password(record.message, str(site.sqlserver), 3)
+
+
+def test_unsendable_password_qmail_mysql_sync(site: QmailMysqlTree, qmail_db: dict[str, Any]) -> None:
+    site.write_sqlserver(sqlserver_text({**qmail_db, "password": NOT_LATIN1}))
+    done = site.sync()
+    assert done.returncode == 111 and done.stdout == "", done
+    assert "Traceback" not in done.stderr
+    assert_unsendable_password(done.stderr, str(site.sqlserver), 3)
+    assert not (site.qmail_home / "users" / "assign").exists()
+
+
+def test_unsendable_password_vchkpw_qmail_mysql(site: QmailMysqlTree, qmail_db: dict[str, Any]) -> None:
+    site.write_sqlserver(sqlserver_text({**qmail_db, "password": NOT_LATIN1}))
+    done, record = login(site)
+    assert done.returncode == 111 and record is None
+    assert_unsendable_password(done.stderr.decode(), str(site.sqlserver), 3)
+
+
+@pytest.fixture
+def vpopmail_tree() -> Iterator[Tree]:
+    """example.com in users/assign; the MySQL credentials files hold a password the driver cannot send."""
+    with Tree() as t:
+        t.add_domain("example.com")
+        t.write_etc("vpopmail.mysql", f"# read\nlocalhost|0|vpopmail|{NOT_LATIN1}|vpopmail\n", mode=0o644)
+        t.write_etc("vmail-sql.mysql", f"localhost|0|vmail|{NOT_LATIN1}|vmail\n", mode=0o644)
+        yield t
+
+
+@pytest.mark.parametrize(("store", "name", "line"), [("mysql", "vpopmail.mysql", 2),
+                                                      ("vmail-sql", "vmail-sql.mysql", 1)])
+def test_unsendable_password_vchkpw_and_vdelivermail(vpopmail_tree: Tree, store: str, name: str,
+                                                     line: int) -> None:
+    tree = vpopmail_tree
+    tree.write_settings(store=store)
+    path = str(tree.etc / name)
+    done, record = tree.login(fd3_payload("bob@example.com", "secret", b"<1.2@x>"))
+    assert done.returncode == 111 and record is None
+    assert_unsendable_password(done.stderr.decode(), path, line)
+    done = tree.deliver("bob@example.com", b"Subject: hi\n\nhello\n", domain_dir=tree.domains)
+    assert done.returncode == 111, done
+    assert_unsendable_password(done.stdout.decode(), path, line)  # qmail-local logs vdelivermail's stdout

@@ -987,7 +987,9 @@ def test_vpopmail_mysql_password_that_is_not_text(tree: Tree) -> None:
         assert done.returncode == 111, done.stderr
         assert record is None
         assert b"Traceback" not in done.stderr and b"S3cr" not in done.stderr
-        assert done.stderr.startswith(b"vchkpw: internal error UnicodeEncodeError at /")
+        # Refused when the file is read (vpop.credentials), with its name and line.
+        assert done.stderr.startswith(f"vchkpw: {tree.etc / 'vpopmail.mysql'}:1: the password cannot be "
+                                      "sent by the MySQL driver".encode())
         assert not any("S3cr" in line for line in tree.syslog_lines())
 
 

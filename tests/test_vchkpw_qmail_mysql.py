@@ -123,6 +123,37 @@ def test_login_as_user_at_domain_row(site: QmailMysqlTree) -> None:
     assert site.syslog_lines() == [f"vchkpw-pop3: vpopmail user not found bob@:{REMOTE_IP}"]
 
 
+DOVECOT = {"ORIG_UID": "0", "SERVICE": "imap", "TCPLOCALPORT": "10143"}  # Dovecot's checkpassword driver
+
+
+@pytest.mark.parametrize("login", ["b\u00f6b@example.com", "B\u00d6B@example.com",
+                                   "bob@ex\u00e4mple.com", "b\u00f3b@EXAMPLE.COM", "j\u00f6e", "J\u00d6E",
+                                   "zoe"])
+@pytest.mark.parametrize("dovecot", [False, True])
+def test_names_are_not_matched_through_the_collation(site: QmailMysqlTree, login: str, dovecot: bool) -> None:
+    """utf8mb4_general_ci takes jöe and JÖE for joe, zoe for zoë: none of them logs in as the row (under
+    Dovecot that would also rename the session to the row's USER)."""
+    password = "joepw" if "j" in login.lower() else "zoepw" if "z" in login else "bobpw"
+    site.mailbox("joe", POPUSER_UID, USERS_GID, site.home("mail/joe"), "joepw", "Password")
+    site.mailbox("zo\u00eb", POPUSER_UID, USERS_GID, site.home("mail/zoe"), "zoepw", "Password")
+    done, record = site.login(pop(login, password), **(DOVECOT if dovecot else {}))
+    assert (done.returncode, record) == (1, None), done
+    lines = site.syslog_lines()
+    assert len(lines) == 1 and "vpopmail user not found" in lines[0], lines
+
+
+@pytest.mark.parametrize("dovecot", [False, True])
+def test_exact_names_and_ascii_case_log_in(site: QmailMysqlTree, dovecot: bool) -> None:
+    site.mailbox("zo\u00eb", POPUSER_UID, USERS_GID, site.home("mail/zoe"), "zoepw", "Password")
+    site.mailbox("Carol", POPUSER_UID, USERS_GID, site.home("mail/carol"), "carolpw", "Password")
+    for login, password, user in (("zo\u00eb", "zoepw", "zo\u00eb"), ("ZO\u00eb", "zoepw", "zo\u00eb"),
+                                  ("DMP", "flibble", "dmp"), ("carol", "carolpw", "Carol")):
+        done, record = site.login(pop(login, password), **(DOVECOT if dovecot else {}))
+        assert done.returncode == 0 and record is not None, (login, done)
+        assert record["env"]["USER"] == user  # the account's own name
+    site.syslog_lines()
+
+
 def test_bare_login_is_not_qualified(site: QmailMysqlTree) -> None:
     refused(site, "dmp@example.com", "flibble")
     assert site.syslog_lines() == [f"vchkpw-pop3: vpopmail user not found dmp@example.com:{REMOTE_IP}"]

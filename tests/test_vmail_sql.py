@@ -215,6 +215,37 @@ def test_login_forms(tree: Tree) -> None:
         assert tree.syslog_lines() == [f"vchkpw-pop3: (PLAIN) login success {local}@{domain}:{REMOTE_IP}"]
 
 
+@pytest.mark.parametrize("name", ["b\u00f6b@example.com", "B\u00d6B@example.com", "b\u00f3b%example.com",
+                                  "bob@ex\u00e4mple.com", "bob@EX\u00c4MPLE.COM", "bob@\u00e9xample.com",
+                                  "bob@alias.t\u00ebst", "b\u00f6b@alias.test"])
+def test_names_are_not_matched_through_the_collation(tree: Tree, db: dict[str, Any], name: str) -> None:
+    """utf8mb4_general_ci takes böb for bob and exämple.com for example.com: neither may log in as bob."""
+    done, record = login(tree, name)
+    assert (done.returncode, record) == (1, None), done
+    local, _, domain = name.replace("%", "@").partition("@")
+    lower = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+    assert tree.syslog_lines() == [f"vchkpw-pop3: vpopmail user not found {local.translate(lower)}@"
+                                   f"{domain.translate(lower)}:{REMOTE_IP}"]
+    done, record = login(tree, "BOB@ALIAS.TEST")  # ASCII case is folded
+    assert done.returncode == 0 and record is not None and record["env"]["USER"] == "bob@example.com"
+
+
+def test_rows_in_ascii_mixed_case_still_answer(tree: Tree, db: dict[str, Any]) -> None:
+    """ASCII case is what the programs fold (and what the C programs' ci collations folded)."""
+    path = owned_dir(tree.root / "spool" / "mixed")
+    add_domain(db, "Mixed.Example.NET", "89", path)
+    add_popbox(db, "Carol", "{plaintext}carol-pw", "carol.mbox", domain="Mixed.Example.NET")
+    for name in ("carol@mixed.example.net", "CAROL@MIXED.example.net"):
+        done, record = login(tree, name, "carol-pw")
+        assert done.returncode == 0 and record is not None, done
+        assert record["env"]["USER"] == "Carol@mixed.example.net"
+        assert record["env"]["MAIL"] == f"{path}/carol.mbox"
+    for name in ("car\u00f6l@mixed.example.net", "carol@m\u00efxed.example.net"):
+        done, record = login(tree, name, "carol-pw")
+        assert (done.returncode, record) == (1, None)
+    tree.syslog_lines()
+
+
 def test_login_without_a_domain_takes_the_default_domain(tree: Tree) -> None:
     # tpop3d used the listening address's domain; we use vpopmail's default-domain rules.
     done, record = login(tree, "bob")

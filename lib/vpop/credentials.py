@@ -8,11 +8,34 @@ starting with ``/`` is a unix socket; otherwise a TCP port, ``0`` meaning the de
 Unlike vpopmail (which tokenises with ``strtok`` and so silently shifts fields when one
 is empty), fields are split exactly at ``|``: an empty password is a valid password.
 Passwords never appear in an error message.
+
+What the driver cannot send is refused here, with the file and line, rather than as a
+``UnicodeEncodeError`` at connect time: PyMySQL sends the password as Latin-1 and the
+user, database and host as UTF-8, so a password such as ``p\u20acss`` (or any byte that
+is not UTF-8, which reaches us as a surrogate) cannot reach the server.
 """
 
 from vpop.errors import ConfigError
 
 DEFAULT_PORT = 3306
+
+
+def check_password(path: str, number: int | None, password: str) -> None:
+    """ConfigError unless PyMySQL can send the password (as Latin-1); the password is never shown."""
+    try:
+        password.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ConfigError(path, number, "the password cannot be sent by the MySQL driver (it sends "
+                                        "passwords as Latin-1; this file is read as UTF-8): "
+                                        "use an ASCII password") from None
+
+
+def check_utf8(path: str, number: int | None, name: str, value: str) -> None:
+    """ConfigError unless ``value`` (user, database or host) is valid UTF-8 text."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(path, number, f"the {name} is not valid UTF-8") from None
 
 
 class Server:
@@ -57,6 +80,9 @@ def parse_server_line(line: str, path: str, number: int) -> Server:
             raise ConfigError(path, number, "port out of range")
     else:
         raise ConfigError(path, number, "second field must be a port number or a socket path")
+    check_password(path, number, password)
+    for name, value in (("host", host), ("user", user), ("database", database)):
+        check_utf8(path, number, name, value)
     return Server(host.strip(), port, socket, user, password, database.strip(), f"{path}:{number}")
 
 
@@ -139,8 +165,11 @@ def parse_sqlserver(text: str, path: str) -> Server:
     socket = values["socket"][0] if "socket" in values else None
     if socket is not None and not socket.startswith("/"):
         raise ConfigError(path, values["socket"][1], "'socket' must be an absolute path")
-    return Server(values["server"][0], port, socket, values["login"][0],
-                  values.get("password", ("", 0))[0], values["db"][0], path)
+    password, password_line = values.get("password", ("", None))
+    check_password(path, password_line, password)
+    for key in ("server", "login", "db"):
+        check_utf8(path, values[key][1], key, values[key][0])
+    return Server(values["server"][0], port, socket, values["login"][0], password, values["db"][0], path)
 
 
 def read_sqlserver(path: str, log=None, fatal_if_world_readable: bool = False) -> Server:
@@ -160,9 +189,11 @@ def read_sqlserver(path: str, log=None, fatal_if_world_readable: bool = False) -
             # Logged in both cases: qmail-getpw runs with stderr closed, so a refusal that is not
             # logged would defer every delivery without a word.
             if fatal_if_world_readable:
+                error = ConfigError(path, None, "world-readable (sqlserver_world_readable = refuse)")
                 if log is not None:
                     log.send(text + "; refused (sqlserver_world_readable = refuse)", "err")
-                raise ConfigError(path, None, "world-readable (sqlserver_world_readable = refuse)")
+                    error.logged = True  # the caller need not log it again
+                raise error
             if log is not None:
                 log.send(text, "warning")
         data = os.read(fd, 65536)

@@ -5,6 +5,7 @@ A store never prints and never exits: it returns records or raises
 """
 
 from vpop.assign import Domain
+from vpop.names import ascii_lower
 
 # pw_gid flag bits (vpopmail.h)
 NO_PASSWD_CHNG = 0x01
@@ -44,6 +45,47 @@ def to_int(value) -> int:
     from vpop.numbers import atoi
 
     return atoi(value)
+
+
+def column_text(value) -> str:
+    """A text column as str: NULL -> "", a binary column (bytes) decoded as UTF-8."""
+    if value is None:
+        return ""
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", "surrogateescape")
+    return str(value)
+
+
+def same_name(value, wanted: str) -> bool:
+    """A name column equals ``wanted`` up to ASCII case, and exactly otherwise.
+
+    The SQL stores query with a plain ``=`` (so the column's index is used) and then check the
+    row with this: the tables' collation (``utf8mb4_general_ci``) also folds accents and
+    non-ASCII case and ignores trailing spaces, so ``jöe``, ``JÖE`` and ``joe `` would be
+    ``joe``.  ASCII case is what the programs fold themselves (they lower-case A-Z only), and
+    what the C programs' ci collations folded, so a row stored as ``Joe`` still answers.
+    """
+    return ascii_lower(column_text(value)) == ascii_lower(wanted)
+
+
+def exact_first(rows: list, index: int, wanted: str) -> list:
+    """The rows whose column ``index`` is ``wanted`` up to ASCII case, an exact spelling first."""
+    found = [row for row in rows if same_name(row[index], wanted)]
+    found.sort(key=lambda row: column_text(row[index]) != wanted)
+    return found
+
+
+def is_sql_text(name: str) -> bool:
+    """Whether ``name`` can be sent as a query parameter and stored in a utf8mb4 column.
+
+    A name made from bytes that are not UTF-8 carries surrogate escapes: no row can hold it
+    (so it matches none), and PyMySQL would raise ``UnicodeEncodeError`` on it.
+    """
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class _NoSwitch:

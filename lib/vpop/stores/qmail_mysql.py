@@ -5,11 +5,17 @@ Credentials come from qmail's ``control/sqlserver`` (see :func:`vpop.credentials
 ``Password`` (clear), ``Crypt-Password`` (crypt(3)) or ``MySQL-Password`` (either
 ``PASSWORD()`` format).  The other tables are rendered into stock qmail's files by
 ``qmail-mysql-sync``.
+
+Names are compared exactly but for ASCII case (:func:`vpop.stores.base.same_name`), not
+through the table's collation (``utf8mb4_general_ci`` takes ``jöe``, ``JÖE`` and ``joe `` for
+the row ``joe``).  The query keeps the plain ``=``, so the primary key on ``username`` is
+used, and the row's name is checked in Python: ``BINARY username = %s`` casts the column and
+makes MariaDB read the whole table for every delivery and login.
 """
 
 from vpop.credentials import read_sqlserver
 from vpop.sqldb import Database
-from vpop.stores.base import Account, Store, to_int
+from vpop.stores.base import Account, Store, column_text, exact_first, is_sql_text, to_int
 
 PASSWORD_TYPES = ("Password", "Crypt-Password", "MySQL-Password")
 
@@ -24,17 +30,20 @@ class QmailMysqlStore(Store):
                            settings.mysql_query_timeout)
 
     def mailbox(self, username: str) -> Account | None:
-        """The ``mailbox`` row of ``username`` (exact match, as stored)."""
+        """The ``mailbox`` row of ``username`` (exact but for ASCII case; see the module's note)."""
+        if not is_sql_text(username):
+            return None
         rows = self.db.query("SELECT username, uid, gid, home, password, password_type, suspended "
                              "FROM mailbox WHERE username = %s", (username,), missing_table_ok=False)
+        rows = exact_first(rows, 0, username)
         if not rows:
             return None
         name, uid, gid, home, password, kind, suspended = rows[0]
-        kind = "" if kind is None else str(kind)
+        kind = column_text(kind)
         problem = "" if kind in PASSWORD_TYPES else f"unknown password_type {kind!r}"
-        return Account(str(name), to_int(uid), to_int(gid), "" if home is None else str(home),
-                       None if password is None else str(password), kind,
-                       str(suspended or "").strip().upper() == "Y", problem=problem)
+        return Account(column_text(name), to_int(uid), to_int(gid), column_text(home),
+                       None if password is None else column_text(password), kind,
+                       column_text(suspended).strip().upper() == "Y", problem=problem)
 
     def find_account(self, login: str) -> Account | None:
         return self.mailbox(login)

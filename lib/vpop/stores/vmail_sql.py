@@ -6,13 +6,20 @@ The mailbox is ``domain.path + "/" + popbox.mbox_name`` (an mbox file, or a Mail
 name ends in ``/``); uid and gid come from ``domain.unix_user`` (a user name or a number;
 gid = that user's primary group).  ``password_hash`` is ``{scheme}hash`` as tpop3d reads it
 (see :func:`verify_vmail_hash`).
+
+Names are compared exactly but for ASCII case (:func:`vpop.stores.base.same_name`), not
+through the tables' collation (``utf8mb4_general_ci`` takes ``jöe`` and ``JÖE`` for ``joe``,
+and ``exämple.org`` for ``example.org``).  The queries keep the plain ``=`` so the keys on
+``domain_name`` and ``local_part`` are used; the rows are then checked in Python
+(``BINARY col = %s`` would make MariaDB read the whole table).
 """
 
 from vpop.assign import Domain
 from vpop.credentials import read_vpopmail_mysql
 from vpop.errors import TemporaryFailure
+from vpop.names import ascii_lower
 from vpop.sqldb import Database
-from vpop.stores.base import Account, Store
+from vpop.stores.base import Account, Store, column_text, is_sql_text, same_name
 
 DEFAULT_FORWARDER = "_default_"
 SCHEMES = ("md5", "crypt", "crypt_md5", "plaintext", "mysql", "sha1")
@@ -83,19 +90,25 @@ class VmailSqlStore(Store):
 
     def domain(self, name: str) -> Domain | None:
         """The domain row for ``name`` or for the domain it is an alias of."""
+        if not is_sql_text(name):
+            return None
         rows = self.db.query("SELECT domain_name, unix_user, path FROM domain WHERE domain_name = %s",
                              (name,), missing_table_ok=False)
+        rows = [row for row in rows if same_name(row[0], name)]
         if not rows:
-            rows = self.db.query("SELECT d.domain_name, d.unix_user, d.path FROM domain_alias a "
-                                 "JOIN domain d ON a.domain_name = d.domain_name WHERE a.alias = %s",
-                                 (name,))
+            rows = self.db.query("SELECT d.domain_name, d.unix_user, d.path, a.alias, a.domain_name "
+                                 "FROM domain_alias a JOIN domain d ON a.domain_name = d.domain_name "
+                                 "WHERE a.alias = %s", (name,))
+            rows = [row[:3] for row in rows if same_name(row[3], name)
+                    and same_name(row[4], column_text(row[0]))]
         if not rows:
             return None
         real, unix_user, path = rows[0]
-        ids = unix_identity("" if unix_user is None else str(unix_user))
+        real, path = column_text(real), column_text(path)
+        ids = unix_identity(column_text(unix_user))
         if ids is None or not path:
             raise TemporaryFailure(f"domain {real}: unix_user {unix_user!r} or path {path!r} unusable")
-        return Domain(name, str(real).lower(), ids[0], ids[1], str(path).rstrip("/"))
+        return Domain(name, ascii_lower(real), ids[0], ids[1], path.rstrip("/"))
 
     def find_account(self, login: str) -> Account | None:
         for sep in ("@", "%"):
@@ -105,17 +118,15 @@ class VmailSqlStore(Store):
         else:
             return None
         domain = self.domain(domain_name)
-        if domain is None:
+        if domain is None or not is_sql_text(local):
             return None
-        rows = self.db.query("SELECT local_part, password_hash, mbox_name FROM popbox "
-                             "WHERE domain_name = %s AND local_part = %s", (domain.real, local),
-                             missing_table_ok=False)
+        rows = self.popbox_rows(local, domain, "local_part, password_hash, mbox_name")
         if not rows:
             return None
         local_part, stored, mbox_name = rows[0]
-        account = Account(f"{local_part}@{domain.real}", domain.uid, domain.gid, domain.dir,
-                          None if stored is None else str(stored), "",
-                          mailbox=f"{domain.dir}/{mbox_name or ''}")
+        account = Account(f"{column_text(local_part)}@{domain.real}", domain.uid, domain.gid, domain.dir,
+                          None if stored is None else column_text(stored), "",
+                          mailbox=f"{domain.dir}/{column_text(mbox_name)}")
         if len(rows) > 1:
             account.problem = f"database inconsistency: {len(rows)} popbox rows"
         elif stored is None:
@@ -135,16 +146,24 @@ class VmailSqlStore(Store):
                 return "APOP"
         return "PLAIN" if verify_vmail_hash(password, stored) else None
 
+    def popbox_rows(self, local: str, domain: Domain, columns: str) -> list[tuple]:
+        """``columns`` of the popbox rows of ``local`` in ``domain``, names checked as the module says."""
+        rows = self.db.query(f"SELECT local_part, domain_name, {columns} FROM popbox "
+                             "WHERE domain_name = %s AND local_part = %s", (domain.real, local),
+                             missing_table_ok=False)
+        return [row[2:] for row in rows if same_name(row[0], local) and same_name(row[1], domain.real)]
+
     def popbox(self, local: str, domain: Domain) -> str | None:
         """The mailbox path of a popbox (``path/mbox_name``), or None."""
-        rows = self.db.query("SELECT mbox_name FROM popbox WHERE domain_name = %s AND local_part = %s",
-                             (domain.real, local), missing_table_ok=False)
+        if not is_sql_text(local):
+            return None
+        rows = self.popbox_rows(local, domain, "mbox_name")
         if not rows:
             return None
         if len(rows) > 1:
             raise TemporaryFailure(f"database inconsistency: {len(rows)} popbox rows for "
                                    f"{local}@{domain.real}")
-        name = str(rows[0][0] or "")
+        name = column_text(rows[0][0])
         if not name or name.startswith("/") or ".." in name.split("/"):
             raise TemporaryFailure(f"popbox {local}@{domain.real}: unusable mbox_name {name!r}")
         return f"{domain.dir}/{name}"
@@ -155,10 +174,14 @@ class VmailSqlStore(Store):
         As Exim's director: rows under the real domain or under the alias the mail came for.
         A missing table is a doubt (111), not "no forwarders".
         """
-        rows = self.db.query("SELECT remote_name FROM forwarder WHERE domain_name IN (%s, %s) "
-                             "AND local_part = %s", (domain.real, domain.name, local),
-                             missing_table_ok=False)
-        return [str(row[0]).strip() for row in rows if row[0] and str(row[0]).strip()]
+        if not is_sql_text(local):
+            return []
+        rows = self.db.query("SELECT local_part, domain_name, remote_name FROM forwarder "
+                             "WHERE domain_name IN (%s, %s) AND local_part = %s",
+                             (domain.real, domain.name, local), missing_table_ok=False)
+        targets = [column_text(target).strip() for found, host, target in rows if same_name(found, local)
+                   and (same_name(host, domain.real) or same_name(host, domain.name))]
+        return [target for target in targets if target]
 
     def close(self) -> None:
         self.db.close()
