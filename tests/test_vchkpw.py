@@ -237,6 +237,11 @@ def test_invalid_characters(tree: Tree, login: str) -> None:
     assert tree.syslog_lines() == [f"vchkpw-pop3: invalid user/domain characters "
                                    f"{login.lower().replace(chr(1), '?')}:{REMOTE_IP}"]
     assert snapshot(tree.root) == before
+    # vpopmail's parse_email names the part on stderr (stdout is qmail-popup's client)
+    user, _, domain = login.lower().partition("@")
+    bad_user = user in ("../x", "a b", "..", "a:b", "bob\x01")
+    assert done.stderr == (f"user invalid {user}\n" if bad_user else f"domain invalid {domain}\n").encode()
+    assert done.stdout == b""
 
 
 def test_login_that_is_not_utf8(tree: Tree) -> None:
@@ -669,11 +674,14 @@ def _owned_by_vpopmail(path: Path) -> bool:
     return (st.st_uid, st.st_gid) == (VPOPMAIL_UID, VPOPMAIL_GID)
 
 
-def _maildir_ok(user_dir: Path) -> None:
-    assert stat.S_IMODE(user_dir.stat().st_mode) == 0o750
+def _maildir_ok(user_dir: Path, mode: int = 0o750) -> None:
+    """A new user directory is 0750 (make_user_dir); a re-created one 0700, Maildir too (vmake_maildir)."""
+    assert stat.S_IMODE(user_dir.stat().st_mode) == mode
     for path in (user_dir, user_dir / "Maildir", *(user_dir / "Maildir" / s for s in ("cur", "new", "tmp"))):
         assert path.is_dir(), path
         assert _owned_by_vpopmail(path), path
+        if mode == 0o700:
+            assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
 
 
 def _vpasswd_dir(domain_dir: Path, user: str) -> tuple[str, str]:
@@ -733,7 +741,7 @@ def test_missing_user_dir_is_recreated(tree: Tree) -> None:
     done, record = tree.login(pop())
     assert done.returncode == 0, done.stderr
     assert_session(record, tree.bob.dir)
-    _maildir_ok(Path(tree.bob.dir))
+    _maildir_ok(Path(tree.bob.dir), 0o700)
 
 
 def test_vpasswd_newer_than_cdb_is_read(tree: Tree) -> None:

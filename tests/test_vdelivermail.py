@@ -34,7 +34,7 @@ NAME = re.compile(r"^(\d+)\.M(\d+)P(\d+)Q(\d+)\.(.+),S=(\d+)$")
 INVALID_SYNTAX = b"vdelivermail: invalid syntax in .qmail-default file\n"
 NO_USER = b"Sorry, no mailbox here by that name. (#5.1.1)\n"
 LOOPING = b"mail is looping\n"
-OVER_QUOTA = b"user is over quota\n"
+OVER_QUOTA = b"user is over quota\n\n"  # vpopmail: the line, the quota warning, then an empty line
 BOUNCE_MAIL = 0x10
 
 FAKE_INJECT = r'''#!/usr/bin/python3 -I
@@ -490,20 +490,20 @@ def test_deleted_user_dir_is_recreated(tree: Tree) -> None:
     done = tree.deliver("bob@example.com", MESSAGE)
     assert (done.returncode, done.stdout) == (0, b"")
     assert delivered(tree.bob.dir) == [HEADERS + MESSAGE]
-    for path in (Path(tree.bob.dir), Path(tree.bob.dir, "Maildir", "cur")):
-        assert (path.stat().st_uid, path.stat().st_mode & 0o777) == (VPOPMAIL_UID, 0o750)
+    for path in (Path(tree.bob.dir), Path(tree.bob.dir, "Maildir"), Path(tree.bob.dir, "Maildir", "cur")):
+        assert (path.stat().st_uid, path.stat().st_mode & 0o777) == (VPOPMAIL_UID, 0o700)  # vmake_maildir
 
 
 def test_missing_maildir_below_an_existing_user_dir_is_recreated(tree: Tree) -> None:
     """vpopmail re-created only a missing user directory (a missing Maildir deferred until the
-    mail bounced); we make the Maildir too, with the user directory's owner and mode."""
+    mail bounced); we make the Maildir too, with the user directory's owner and vmake_maildir's 0700."""
     shutil.rmtree(Path(tree.bob.dir, "Maildir"))
     done = tree.deliver("bob@example.com", MESSAGE)
     assert (done.returncode, done.stdout) == (0, b"")
     assert delivered(tree.bob.dir) == [HEADERS + MESSAGE]
     for sub in ("", "cur", "new", "tmp"):
         path = Path(tree.bob.dir, "Maildir", sub)
-        assert (path.stat().st_uid, path.stat().st_mode & 0o777) == (VPOPMAIL_UID, 0o750)
+        assert (path.stat().st_uid, path.stat().st_mode & 0o777) == (VPOPMAIL_UID, 0o700)
 
 
 def test_unmakeable_maildir_defers(tree: Tree) -> None:
@@ -813,10 +813,30 @@ def test_no_warning_below_the_threshold_or_without_a_message_file(tree: Tree) ->
     write_file(tree.domains / ".quotawarn.msg", "Subject: nearly full\n\nwarn\n")
     assert tree.deliver("quser@example.com", body(2000)).returncode == 0  # 82 %
     assert len(files(maildir)) == 1
-    (tree.domains / ".quotawarn.msg").unlink()
-    assert tree.deliver("quser@example.com", body(9000)).returncode == 0  # 91 %, no message file
-    assert len(files(maildir)) == 2
     assert not (maildir / "quotawarn").exists()
+    (tree.domains / ".quotawarn.msg").unlink()
+    tree.clock = epoch("2027-06-30 23:00:00")
+    assert tree.deliver("quser@example.com", body(9000)).returncode == 0  # 91 %, no message file
+    assert len(files(maildir)) == 2  # nothing to send
+    # but vpopmail touches quotawarn all the same (0644), so the day of the next warning starts now
+    st = (maildir / "quotawarn").stat()
+    assert (st.st_mode & 0o777, st.st_size, st.st_mtime, st.st_uid) == (0o644, 0, tree.clock, VPOPMAIL_UID)
+    tree.clock += 3600
+    assert tree.deliver("quser@example.com", body(100)).returncode == 0
+    assert (maildir / "quotawarn").stat().st_mtime == tree.clock - 3600  # at most once a day
+    tree.clock += 86400
+    assert tree.deliver("quser@example.com", body(100)).returncode == 0
+    assert (maildir / "quotawarn").stat().st_mtime == tree.clock
+
+
+def test_over_quota_touches_quotawarn_without_a_message_file(tree: Tree) -> None:
+    maildir = quota_user(tree, "10000S")
+    seed_usage(maildir, 9500)
+    tree.clock = epoch("2027-02-01 00:00:01")
+    done = tree.deliver("quser@example.com", body(2000))
+    assert (done.returncode, done.stdout) == (100, OVER_QUOTA)
+    assert files(maildir) == []
+    assert (maildir / "quotawarn").stat().st_mtime == tree.clock
 
 
 def test_over_quota_sends_the_warning_and_bounces(tree: Tree) -> None:

@@ -79,7 +79,7 @@ def test_quota_from_the_sql_row(tree: Tree, db: dict[str, Any]) -> None:
     message = b"Subject: q\n\n" + b"z" * 2000 + b"\n"
     assert tree.deliver("quser@example.com", message).returncode == 0
     done = tree.deliver("quser@example.com", message)
-    assert (done.returncode, done.stdout) == (100, b"user is over quota\n")
+    assert (done.returncode, done.stdout) == (100, b"user is over quota\n\n")
     assert len(files(maildir)) == 1
     assert (maildir / "maildirsize").read_text().split("\n")[0] == "3000S"
 

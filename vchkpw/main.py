@@ -291,11 +291,12 @@ def refuse_password(login: Login, password: bytes) -> None:
 
 def make_blank_dir(login: Login, store, record, domain) -> None:
     """A row with a blank pw_dir (inserted by billing) gets its directory, after the password."""
-    from vpop.dirs import discard_user_dir, make_user_dir
+    from vpop.dirs import discard_user_dir
 
     try:
+        store.connect_for_updates()
         with ActingAs(domain.uid, domain.gid):
-            path = make_user_dir(domain.dir, record.name, None, None)
+            path = store.make_user_dir(domain, record.name, None, None)
         try:
             with store.as_mail_user(domain):
                 stored = store.set_user_dir(record, domain, path)

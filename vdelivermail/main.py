@@ -157,8 +157,10 @@ def check_user(delivery, store, record, ext: str) -> int:
     uid = domain.uid if os.geteuid() == 0 else None
     if not record.dir:
         try:
-            path = dirs.make_user_dir(domain.dir, record.name, uid, domain.gid)
-        except TemporaryFailure:
+            path = store.make_user_dir(domain, record.name, uid, domain.gid)
+        except TemporaryFailure as exc:
+            if is_database_failure(exc):  # the MySQL store's dir_control row
+                raise
             raise TemporaryFailure("Auto creation of maildir failed. (#5.9.8)") from None
         try:
             stored = store.set_user_dir(record, domain, path)
@@ -182,7 +184,7 @@ def check_user(delivery, store, record, ext: str) -> int:
         from vpop.maildir import make_maildir
 
         try:
-            make_maildir(maildir, uid, domain.gid)
+            make_maildir(maildir, uid, domain.gid, mode=dirs.REMADE_MODE)
         except OSError as exc:
             text = f"Auto re-creation of maildir failed. (#5.9.9) errno={exc.errno}"
             raise TemporaryFailure(text) from None

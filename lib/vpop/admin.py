@@ -75,7 +75,6 @@ def add_user(settings: Settings, domain: str, user: str, password: str, *, quota
              flags: int = 0, gecos: str = "", hash_method: str = "md5", blank_dir: bool = False,
              store=None) -> User:
     """Create a user in the configured store; ``blank_dir`` leaves pw_dir empty (as billing does)."""
-    from vpop.dirs import make_user_dir
     from vpop.passwords import make_hash
     from vpop.stores import open_store
 
@@ -84,8 +83,8 @@ def add_user(settings: Settings, domain: str, user: str, password: str, *, quota
         raise ValueError(f"no such domain {domain}")
     store = store or open_store(settings)
     user = user.lower()
-    path = "" if blank_dir else make_user_dir(found.dir, user, found.uid if os.geteuid() == 0 else None,
-                                               found.gid)
+    path = "" if blank_dir else store.make_user_dir(found, user, found.uid if os.geteuid() == 0 else None,
+                                                     found.gid)
     record = User(user, found.real, make_hash(password, hash_method), 0, flags, gecos or user, path, quota,
                   password if settings.clear_passwords else "")
     store.add_user(record, found)

@@ -183,10 +183,10 @@ class Delivery:
             over, percent = mq.check(maildir, quota, self.message.size, 1,
                                      self.settings.quota_small_message_bytes)
             if over:
-                # As vpopmail: the message file verbatim (else the built-in text), the quota
-                # warning, then a newline.
+                # As vpopmail: the message file verbatim (else the built-in line), the quota
+                # warning, then an empty line.
                 data = read_message_file(self.domain.dir, self.settings.domains_path, ".over-quota.msg")
-                text = OVER_QUOTA if data is None else data.decode("utf-8", "replace")
+                text = OVER_QUOTA + "\n" if data is None else data.decode("utf-8", "replace")
                 self.quota_warning(maildir, quota)
                 raise PermanentFailure(text + "\n")
             if percent >= self.settings.quota_warn_percent:
@@ -212,8 +212,12 @@ class Delivery:
         from vpop import maildir as md
         from vpop import quota as mq
 
+        # vpopmail touches quotawarn on every warning condition, message file or not (at most once
+        # a day): the day starts then, whether or not there is a text to send.
+        if not mq.claim_warning(maildir):
+            return
         text = read_message_file(self.domain.dir, self.settings.domains_path, ".quotawarn.msg")
-        if text is None or not mq.claim_warning(maildir):
+        if text is None:
             return
         date = clock.rfc822_date(clock.now())
         recipient = md.maildir_to_email(maildir) or self.address

@@ -9,12 +9,14 @@ in ``.dir_control_free`` are used first.
 """
 
 import os
+from collections.abc import Callable
 
 from vpop.errors import TemporaryFailure
 
 HASH_CHARS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 USERS_PER_LEVEL = 100
 MAX_PATH = 160
+REMADE_MODE = 0o700  # a user directory or Maildir re-created after it vanished, as vmake_maildir makes it
 
 
 def hash_path(serial: int) -> str:
@@ -36,10 +38,16 @@ def hash_path(serial: int) -> str:
     raise TemporaryFailure("domain is full: no hash directory left")
 
 
-def _control_lines(serial: int, the_dir: str) -> str:
+def control_state(serial: int) -> tuple[int, list[int], str]:
+    """``level_cur``, ``level_index0..2`` and ``the_dir`` after the ``serial``-th user."""
+    the_dir = hash_path(serial)
     levels = the_dir.count("/") + 1 if the_dir else 0
     indexes = [HASH_CHARS.index(p) for p in the_dir.split("/")] if the_dir else []
-    indexes += [0] * (3 - len(indexes))
+    return levels, indexes + [0] * (3 - len(indexes)), the_dir
+
+
+def _control_lines(serial: int) -> str:
+    levels, indexes, the_dir = control_state(serial)
     return "\n".join([str(serial), str(levels), "3", "0 0 0", "61 61 61", "0 2 4",
                       " ".join(map(str, indexes)), the_dir]) + "\n"
 
@@ -92,8 +100,19 @@ def next_user_subdir(domain_dir: str, uid: int | None = None, gid: int | None = 
         else:
             serial += 1
             subdir = hash_path(serial)
-        _write_atomically(control, _control_lines(serial, hash_path(serial)), uid, gid)
+        _write_atomically(control, _control_lines(serial), uid, gid)
         return subdir
+    finally:
+        os.close(lock_fd)
+
+
+def take_free_path(domain_dir: str, uid: int | None = None, gid: int | None = None) -> str | None:
+    """The first path of ``.dir_control_free`` (removed from it), under the ``.dir-control`` lock."""
+    from vpop.files import lock_file
+
+    lock_fd = lock_file(domain_dir + "/.dir-control.lock", uid, gid)
+    try:
+        return _take_free_path(domain_dir, uid, gid)
     finally:
         os.close(lock_fd)
 
@@ -112,12 +131,17 @@ def _make_dirs(base: str, relative: str, uid: int | None, gid: int | None) -> No
             os.chown(path, uid, gid)
 
 
-def make_user_dir(domain_dir: str, user: str, uid: int | None, gid: int | None) -> str:
-    """Create ``<domain_dir>[/hash]/<user>/Maildir/{cur,new,tmp}``; return the user directory."""
+def make_user_dir(domain_dir: str, user: str, uid: int | None, gid: int | None,
+                  allocate: "Callable[[], str] | None" = None) -> str:
+    """Create ``<domain_dir>[/hash]/<user>/Maildir/{cur,new,tmp}``; return the user directory.
+
+    ``allocate`` picks the hash subdirectory (the MySQL store keeps that state in its
+    ``dir_control`` table); by default ``.dir-control`` in the domain directory does.
+    """
     from vpop.maildir import make_maildir
 
     try:
-        subdir = next_user_subdir(domain_dir, uid, gid)
+        subdir = allocate() if allocate is not None else next_user_subdir(domain_dir, uid, gid)
         if ".." in subdir.split("/") or subdir.startswith("/"):
             raise TemporaryFailure(f"bad entry {subdir!r} in {domain_dir}/.dir_control_free")
         _make_dirs(domain_dir, subdir, uid, gid)
@@ -159,14 +183,14 @@ def check_user_dir(settings, domain_dir: str, user_dir: str) -> None:
 
 
 def remake_user_dir(domain_dir: str, user_dir: str, uid: int | None, gid: int | None) -> None:
-    """Recreate a user directory that vanished (``vmake_maildir``), only below the domain dir."""
+    """Recreate a user directory that vanished (``vmake_maildir``, mode 0700), only below the domain dir."""
     from vpop.maildir import make_maildir
 
     prefix = domain_dir.rstrip("/") + "/"
     if not user_dir.startswith(prefix) or ".." in user_dir.split("/"):
         raise TemporaryFailure(f"user directory {user_dir} is outside {domain_dir}")
     try:
-        _make_dirs(domain_dir.rstrip("/"), user_dir[len(prefix):], uid, gid)
-        make_maildir(user_dir + "/Maildir", uid, gid)
+        # vmake_maildir's 0700 for everything re-created (a new user directory is 0750)
+        make_maildir(user_dir + "/Maildir", uid, gid, mode=REMADE_MODE)
     except OSError as exc:
         raise TemporaryFailure(f"autocreate dir errno {exc.errno} {user_dir}") from None

@@ -125,6 +125,24 @@ class Store:
         """Forget relay entries older than ``relay_clear_minutes``; returns how many went."""
         raise NotImplementedError
 
+    def make_user_dir(self, domain: Domain, user: str, uid: int | None, gid: int | None) -> str:
+        """A new user's hashed directory and Maildir (vpopmail's ``make_user_dir``)."""
+        from vpop import dirs
+
+        return dirs.make_user_dir(domain.dir, user, uid, gid,
+                                  allocate=lambda: self.next_user_subdir(domain, uid, gid))
+
+    def next_user_subdir(self, domain: Domain, uid: int | None, gid: int | None) -> str:
+        """The hash subdirectory for the domain's next user: ``.dir-control`` in its directory."""
+        from vpop import dirs
+
+        return dirs.next_user_subdir(domain.dir, uid, gid)
+
+    def connect_for_updates(self) -> None:
+        """Open what updates need now (an SQL store's update connection), before a switch of ids:
+        a unix socket in a root-only directory cannot be reached once the effective uid changed."""
+        return None
+
     def probe(self) -> None:
         """The work a lookup costs without a lookup (an SQL store connects), for unknown domains."""
         return None

@@ -18,6 +18,15 @@ LASTAUTH_TABLE = (
     "remote_ip char(18) not null, timestamp bigint default 0 NOT NULL, "
     "primary key (user, domain))"
 )
+DIR_CONTROL_COLUMNS = ("domain, cur_users, level_cur, level_max, level_start0, level_start1, level_start2, "
+                       "level_end0, level_end1, level_end2, level_mod0, level_mod1, level_mod2, "
+                       "level_index0, level_index1, level_index2, the_dir")
+DIR_CONTROL_TABLE = (
+    "CREATE TABLE IF NOT EXISTS dir_control (domain char(96) NOT NULL, cur_users int, level_cur int, "
+    "level_max int, level_start0 int, level_start1 int, level_start2 int, level_end0 int, level_end1 int, "
+    "level_end2 int, level_mod0 int, level_mod1 int, level_mod2 int, level_index0 int, level_index1 int, "
+    "level_index2 int, the_dir char(160), PRIMARY KEY (domain))"
+)
 RELAY_TABLE = (
     "CREATE TABLE IF NOT EXISTS relay (ip_addr char(18) not null default '', "
     "timestamp char(12) default null, primary key (ip_addr))"
@@ -89,6 +98,37 @@ class MysqlStore(Store):
 
     def probe(self) -> None:
         self.db.query("SELECT 1")
+
+    def connect_for_updates(self) -> None:
+        self.db.writer()
+
+    def next_user_subdir(self, domain: Domain, uid: int | None, gid: int | None) -> str:
+        """vpopmail's ``dir_control`` row for the domain: ``cur_users`` advanced in one statement.
+
+        Several front-ends share the table, so the count is taken with ``LAST_INSERT_ID(expr)``
+        (atomic, per connection); freed paths still come from ``.dir_control_free``.
+        """
+        from vpop import dirs
+
+        free = dirs.take_free_path(domain.dir, uid, gid)
+        self.db.execute(f"INSERT IGNORE INTO dir_control ({DIR_CONTROL_COLUMNS}) VALUES "
+                        "(%s, 0, 0, 3, 0, 0, 0, 61, 61, 61, 0, 2, 4, 0, 0, 0, '')", (domain.real,),
+                        create=DIR_CONTROL_TABLE)
+        # A freed path taken while the count is 0 leaves it at 0, as vpopmail's inc_dir_control.
+        advanced = self.db.execute("UPDATE dir_control SET cur_users = LAST_INSERT_ID(cur_users + 1) "
+                                   "WHERE domain = %s AND (cur_users > 0 OR %s)", (domain.real, free is None))
+        if advanced:
+            serial = int(self.db.query("SELECT LAST_INSERT_ID()", primary=True)[0][0])
+            levels, indexes, the_dir = dirs.control_state(serial)
+            # only the newest count writes the rest of the row
+            self.db.execute("UPDATE dir_control SET level_cur = %s, level_index0 = %s, level_index1 = %s, "
+                            "level_index2 = %s, the_dir = %s WHERE domain = %s AND cur_users = %s",
+                            (levels, *indexes, the_dir, domain.real, serial))
+            if free is None:
+                return the_dir
+        if free is None:
+            raise TemporaryFailure(f"dir_control row for {domain.real} could not be advanced")
+        return free
 
     def set_user_dir(self, record: User, domain: Domain, path: str) -> str:
         """``UPDATE ... WHERE pw_dir = ''``; when no row changed, the primary says who won."""
