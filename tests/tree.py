@@ -255,6 +255,7 @@ class Tree:
             "TCPREMOTEIP": REMOTE_IP,
             "TCPREMOTEPORT": "40000",
         }
+        env.update(faked_time_environ())
         if self.clock is not None:
             env["VPOP_CLOCK"] = clock_text(self.clock)
         for key, value in changes.items():
@@ -322,6 +323,7 @@ class Tree:
             domain_dir = found.dir if found is not None else self.domains
         full_env = virtual_delivery_environ(address, str(domain_dir), sender,
                                             base={"PATH": "/usr/bin:/bin", "VPOP_CONFIG": str(self.config)})
+        full_env.update(faked_time_environ())
         if self.clock is not None:
             full_env["VPOP_CLOCK"] = clock_text(self.clock)
         for key, value in (env or {}).items():
@@ -338,6 +340,18 @@ class Tree:
                                       group=VPOPMAIL_GID, extra_groups=[VPOPMAIL_GID])
         finally:
             self._drain()
+
+
+def faked_time_environ() -> dict[str, str]:
+    """libfaketime's variables when the suite itself runs under ``faketime``, for the programs too.
+
+    (Only then: a plain run passes nothing.)  The programs' environment is built from scratch, so
+    without this a faked run would fake the tests' clock and not the programs'.
+    """
+    # The wrapper's shared memory comes too (else root vchkpw makes its own, which the program it
+    # execs as uid 89 cannot open); the recorder leaves libfaketime's descriptors out of "fds".
+    return {key: value for key, value in os.environ.items()
+            if key.startswith("FAKETIME") or (key == "LD_PRELOAD" and "faketime" in value)}
 
 
 def read_record(path: Path) -> dict[str, Any] | None:
