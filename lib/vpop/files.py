@@ -192,12 +192,24 @@ class FileProblem(TemporaryFailure):
         self.errno = errno
 
 
+_LINK = "refused: a symbolic link (never followed here)"
+
+
 def _problem(path: str, doing: str, exc: OSError) -> FileProblem:
     import errno
 
     if exc.errno == errno.ELOOP:
-        return FileProblem(path, "refused: a symbolic link (never followed here)", exc.errno)
+        return FileProblem(path, _LINK, exc.errno)
     return FileProblem(path, f"cannot {doing}: {exc.strerror}", exc.errno)
+
+
+def _refusal(path: str, mode: int, wanted: str) -> FileProblem:
+    """Why ``path``, of file type ``mode``, is not the ``wanted`` kind (a regular file, a directory)."""
+    import errno
+
+    if mode & 0o170000 == 0o120000:
+        return FileProblem(path, _LINK, errno.ELOOP)
+    return FileProblem(path, f"refused: {_kind(mode)}, not {wanted}")
 
 
 _KINDS = ((0o010000, "a FIFO"), (0o140000, "a socket"), (0o020000, "a character device"),
@@ -247,6 +259,15 @@ class UserDir:
         try:
             self.fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as exc:
+            import errno
+
+            if exc.errno in (errno.ENOTDIR, errno.ELOOP):  # a link, or no directory: say which
+                try:
+                    mode = os.lstat(self.path).st_mode
+                except OSError:
+                    mode = 0o040000
+                if not stat.S_ISDIR(mode):
+                    raise _refusal(self.path, mode, "a directory") from None
             raise _problem(self.path, "open the directory", exc) from None
         try:
             info = os.fstat(self.fd)
@@ -323,7 +344,7 @@ class UserDir:
                 except OSError as exc:
                     raise _problem(path, "create", exc) from None
             if not stat.S_ISREG(seen.st_mode):
-                raise FileProblem(path, f"refused: {_kind(seen.st_mode)}, not a regular file")
+                raise _refusal(path, seen.st_mode, "a regular file")
             try:
                 fd = os.open(name, flags, dir_fd=self.fd)
             except FileNotFoundError:
