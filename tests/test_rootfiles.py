@@ -292,3 +292,44 @@ def test_lock_held_by_a_vpopmail_tool_is_waited_for(tree: Tree) -> None:
         holder.kill()
         holder.wait()
     assert (done.returncode, done.stdout) == (0, b"clearopensmtp: 1 relay entry removed\n"), done.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# The other files root vchkpw reads in ~vpopmail/etc
+
+
+def _login_as(tree: Tree, name: str) -> tuple[subprocess.CompletedProcess[bytes], dict | None]:
+    out = tree.record_path()
+    done = tree.run([program("vchkpw"), tree.recorder, str(out)], fd3_payload(name, PASSWORD), tree.env(),
+                    timeout=STUCK)
+    return done, read_record(out)
+
+
+@pytest.mark.parametrize(("name", "settings"), [("defaultdomain", {}),
+                                                ("ip_alias_map", {"ip_alias_domains": True})])
+def test_fifo_in_etc_defers_a_login_without_domain(tree: Tree, name: str, settings: dict) -> None:
+    tree.write_settings(**settings)
+    fifo = tree.etc / name
+    as_vpopmail("mkfifo", fifo)
+    done, record = _login_as(tree, "bob")
+    assert (done.returncode, record) == (111, None)
+    assert done.stderr == f"vchkpw: {fifo}: refused: a FIFO, not a regular file\n".encode()
+
+
+def test_vpopmail_mysql_fifo_defers_the_login(tree: Tree) -> None:
+    tree.write_settings(store="mysql")
+    fifo = tree.etc / "vpopmail.mysql"
+    as_vpopmail("mkfifo", fifo)
+    done, record = login(tree)
+    assert (done.returncode, record) == (111, None)
+    assert done.stderr == f"vchkpw: {fifo}: refused: a FIFO, not a regular file\n".encode()
+
+
+def test_vpopmail_mysql_link_is_not_followed(tree: Tree) -> None:
+    tree.write_settings(store="mysql")
+    link = tree.etc / "vpopmail.mysql"
+    as_vpopmail("ln", "-s", tree.secret, link)
+    done, record = login(tree)
+    assert (done.returncode, record) == (111, None)
+    assert done.stderr == f"vchkpw: {link}: refused: a symbolic link (never followed here)\n".encode()
+    assert_secret_kept(tree, tree.syslog_lines(), done.stdout, done.stderr)
