@@ -1,4 +1,5 @@
-"""Files written atomically: a temporary file, fsync, rename, fsync of the directory.
+"""Files written atomically (a temporary file, fsync, rename, fsync of the directory), and
+:class:`UserDir`, the one way a root program uses a file in a directory a mail user can write.
 
 Every cdb the programs write (``users/cdb``, ``vpasswd.cdb``, ``tcp.smtp.cdb``,
 ``morercpthosts.cdb``) goes through :func:`write_cdb`, laid out exactly as djb's
@@ -6,6 +7,7 @@ Every cdb the programs write (``users/cdb``, ``vpasswd.cdb``, ``tcp.smtp.cdb``,
 """
 
 import os
+import stat  # already imported by os: costs nothing
 
 from vpop.errors import TemporaryFailure
 
@@ -127,7 +129,6 @@ def lock_file(path: str, uid: int | None = None, gid: int | None = None) -> int:
     (so the domain's uid can take it later); an existing one is never chowned.
     """
     import fcntl
-    import stat
 
     flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
     created = False
@@ -159,8 +160,6 @@ def read_regular(path: str, limit: int = 1 << 24) -> bytes | None:
 
     None when there is no such file; OSError when ``path`` is anything but a regular file.
     """
-    import stat
-
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -207,18 +206,17 @@ def _refusal(path: str, mode: int, wanted: str) -> FileProblem:
     """Why ``path``, of file type ``mode``, is not the ``wanted`` kind (a regular file, a directory)."""
     import errno
 
-    if mode & 0o170000 == 0o120000:
+    if stat.S_ISLNK(mode):
         return FileProblem(path, _LINK, errno.ELOOP)
     return FileProblem(path, f"refused: {_kind(mode)}, not {wanted}")
 
 
-_KINDS = ((0o010000, "a FIFO"), (0o140000, "a socket"), (0o020000, "a character device"),
-          (0o060000, "a block device"), (0o040000, "a directory"), (0o120000, "a symbolic link"))
+_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
+          stat.S_IFBLK: "a block device", stat.S_IFDIR: "a directory", stat.S_IFLNK: "a symbolic link"}
 
 
 def _kind(mode: int) -> str:
-    kind = mode & 0o170000
-    return next((text for bits, text in _KINDS if bits == kind), "not a regular file")
+    return _KINDS.get(stat.S_IFMT(mode), "an unknown kind of file")
 
 
 #: ``UserDir(owners=...)``: the directory may belong to anyone (only its path is checked).
@@ -253,8 +251,6 @@ class UserDir:
     """
 
     def __init__(self, path: str, owners: "Collection[int] | str" = PARENT_OWNER) -> None:
-        import stat
-
         self.path = path.rstrip("/") or "/"
         try:
             self.fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -265,7 +261,7 @@ class UserDir:
                 try:
                     mode = os.lstat(self.path).st_mode
                 except OSError:
-                    mode = 0o040000
+                    mode = stat.S_IFDIR
                 if not stat.S_ISDIR(mode):
                     raise _refusal(self.path, mode, "a directory") from None
             raise _problem(self.path, "open the directory", exc) from None
@@ -279,8 +275,6 @@ class UserDir:
                 expected = " or ".join(str(uid) for uid in sorted({0, *owners}))
                 raise FileProblem(self.path, f"refused: a directory owned by uid {info.st_uid}, "
                                              f"expected uid {expected}")
-            if not stat.S_ISDIR(info.st_mode):  # cannot happen after O_DIRECTORY; cheap to say
-                raise FileProblem(self.path, "refused: not a directory")
         except OSError as exc:
             os.close(self.fd)
             raise _problem(self.path, "check the directory", exc) from None
@@ -291,7 +285,7 @@ class UserDir:
         self.uid = info.st_uid
         self.gid = info.st_gid
         # Only root can have put anything in a root directory that no one else may write.
-        self.root_only = info.st_uid == 0 and not info.st_mode & 0o022
+        self.root_only = info.st_uid == 0 and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
     def __enter__(self) -> "UserDir":
         return self
@@ -326,7 +320,6 @@ class UserDir:
         give ``O_TRUNC`` (it would act before the checks); truncate the returned fd instead.
         """
         import errno
-        import stat
 
         if flags & (os.O_CREAT | os.O_TRUNC | os.O_EXCL):
             raise ValueError("UserDir.open: pass create_mode, and truncate after the checks")
