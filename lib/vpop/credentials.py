@@ -79,12 +79,13 @@ def read_vpopmail_mysql(path: str) -> tuple[Server, Server]:
     """Read and parse a vpopmail.mysql-style file; unreadable -> ConfigError (111)."""
     import os
 
-    from vpop.files import FileProblem, read_file
+    from vpop.files import ANY_OWNER, FileProblem, read_file
 
     # Root (vchkpw) reads it in ~vpopmail/etc, which the vpopmail uid can write: never through a
-    # link, never blocking on a FIFO (vpop.files.UserDir).
+    # link, never blocking on a FIFO (vpop.files.UserDir).  The path is a setting: its directory
+    # may belong to anyone.
     try:
-        data = read_file(path, 65536, truncate=True)
+        data = read_file(path, 65536, ANY_OWNER, truncate=True)
     except FileProblem as exc:
         reason = exc.reason if exc.reason.startswith("refused") else f"cannot read credentials: " \
             f"{os.strerror(exc.errno) if exc.errno else exc.reason}"

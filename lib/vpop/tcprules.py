@@ -119,7 +119,7 @@ def write_rules_cdb(
     directory may be ``~vpopmail/etc``, where a link is never followed.  See
     :func:`vpop.files.replace_file` for the tmp name, mode, ownership and errors.
     """
-    from vpop.files import UserDir, fill_cdb
+    from vpop.files import ANY_OWNER, UserDir, fill_cdb
 
     def fill(fileobj: "BinaryIO") -> None:
         fill_cdb(fileobj, pairs)
@@ -127,7 +127,7 @@ def write_rules_cdb(
     if directory is not None:
         directory.replace(os.path.basename(cdb_path), fill, uid, gid)
         return
-    with UserDir(os.path.dirname(cdb_path) or ".") as opened:
+    with UserDir(os.path.dirname(cdb_path) or ".", ANY_OWNER) as opened:  # tcp_file is a setting
         opened.replace(os.path.basename(cdb_path), fill, uid, gid)
 
 
@@ -151,14 +151,14 @@ def build(
     directory of both): a rules file that is a link, a FIFO or a foreign file is a ConfigError
     naming it, and its contents are never quoted.
     """
-    from vpop.files import FileProblem, UserDir
+    from vpop.files import ANY_OWNER, FileProblem, UserDir
 
     rules_dir = os.path.dirname(rules_path) or "."
     try:
         if directory is not None and directory.path == rules_dir:
             raw = directory.read(os.path.basename(rules_path))
         else:
-            with UserDir(rules_dir) as opened:
+            with UserDir(rules_dir, ANY_OWNER) as opened:  # tcp_file is a setting: any owner
                 raw = opened.read(os.path.basename(rules_path))
     except FileProblem as exc:
         if exc.errno != errno.ENOENT:  # no directory: no rules file
