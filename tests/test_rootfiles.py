@@ -314,6 +314,7 @@ def test_fifo_in_etc_defers_a_login_without_domain(tree: Tree, name: str, settin
     done, record = _login_as(tree, "bob")
     assert (done.returncode, record) == (111, None)
     assert done.stderr == f"vchkpw: {fifo}: refused: a FIFO, not a regular file\n".encode()
+    assert len(logged(tree, f"{fifo}: refused: a FIFO, not a regular file")) == 1
 
 
 def test_vpopmail_mysql_fifo_defers_the_login(tree: Tree) -> None:
@@ -323,6 +324,7 @@ def test_vpopmail_mysql_fifo_defers_the_login(tree: Tree) -> None:
     done, record = login(tree)
     assert (done.returncode, record) == (111, None)
     assert done.stderr == f"vchkpw: {fifo}: refused: a FIFO, not a regular file\n".encode()
+    assert len(logged(tree, f"{fifo}: refused: a FIFO, not a regular file bob@example.com")) == 1
 
 
 def test_vpopmail_mysql_link_is_not_followed(tree: Tree) -> None:
@@ -332,4 +334,6 @@ def test_vpopmail_mysql_link_is_not_followed(tree: Tree) -> None:
     done, record = login(tree)
     assert (done.returncode, record) == (111, None)
     assert done.stderr == f"vchkpw: {link}: refused: a symbolic link (never followed here)\n".encode()
-    assert_secret_kept(tree, tree.syslog_lines(), done.stdout, done.stderr)
+    syslog = tree.syslog_lines()
+    assert_secret_kept(tree, syslog, done.stdout, done.stderr)
+    assert len(logged(syslog, f"{link}: refused: a symbolic link")) == 1
