@@ -115,7 +115,7 @@ def test_bad_tcp_file_is_a_config_error(etc: Path) -> None:
 def test_owner_is_set_when_uid_given(etc: Path) -> None:
     uid, gid = (12345, 23456) if os.geteuid() == 0 else (os.getuid(), os.getgid())
     relay(etc, "192.0.2.10", uid=uid, gid=gid)
-    for name in ("open-smtp", "tcp.smtp.cdb"):
+    for name in ("open-smtp", "tcp.smtp.cdb", "open-smtp.lock"):  # the lock too: vpopmail's tools take it
         info = (etc / name).stat()
         assert (info.st_uid, info.st_gid) == (uid, gid)
 

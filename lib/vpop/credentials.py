@@ -102,13 +102,27 @@ def parse_vpopmail_mysql(text: str, path: str) -> tuple[Server, Server]:
 
 
 def read_vpopmail_mysql(path: str) -> tuple[Server, Server]:
-    """Read and parse a vpopmail.mysql-style file; unreadable -> ConfigError (111)."""
+    """Read and parse a vpopmail.mysql-style file; unreadable -> ConfigError (111).
+
+    A link, FIFO or foreign file there is a :class:`vpop.files.FileProblem` (also 111) naming it.
+    """
+    import os
+
+    from vpop.files import ANY_OWNER, FileProblem, read_file
+
+    # Root (vchkpw) reads it in ~vpopmail/etc, which the vpopmail uid can write: never through a
+    # link, never blocking on a FIFO (vpop.files.UserDir).  The path is a setting: its directory
+    # may belong to anyone.
     try:
-        with open(path, encoding="utf-8", errors="surrogateescape") as handle:
-            text = handle.read(65536)
-    except OSError as exc:
-        raise ConfigError(path, None, f"cannot read credentials: {exc.strerror}") from None
-    return parse_vpopmail_mysql(text, path)
+        data = read_file(path, 65536, ANY_OWNER, truncate=True)
+    except FileProblem as exc:
+        if exc.reason.startswith("refused"):
+            raise  # a planted link or FIFO: a TemporaryFailure the programs log, not a settings typo
+        reason = os.strerror(exc.errno) if exc.errno else exc.reason
+        raise ConfigError(path, None, f"cannot read credentials: {reason}") from None
+    if data is None:
+        raise ConfigError(path, None, "cannot read credentials: No such file or directory")
+    return parse_vpopmail_mysql(data.decode("utf-8", "surrogateescape"), path)
 
 
 _SQLSERVER_KEYS = ("server", "login", "password", "db", "port", "socket")

@@ -6,18 +6,19 @@ used (vpopmail's rule).  vpopmail mangled ``::ffff:1.2.3.4`` into ``__ffff_1.2.3
 looking it up; we look up the IPv4 address.
 """
 
-from vpop.errors import TemporaryFailure
 from vpop.names import sanitize_env_value
 
 
 def _read_lines(path: str) -> list[str]:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            return handle.read(1 << 20).split("\n")
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        raise TemporaryFailure(f"cannot read {path}: {exc.strerror}") from None
+    """The first MiB of a file of ``~vpopmail/etc`` (or qmail's control), as lines; none if it is missing.
+
+    Read as :class:`vpop.files.UserDir` reads: root reads it in a directory the vpopmail uid can
+    write, so a link or FIFO there is a TemporaryFailure naming it.
+    """
+    from vpop.files import read_file
+
+    data = read_file(path, 1 << 20, truncate=True)
+    return [] if data is None else data.decode("utf-8", "replace").split("\n")
 
 
 def ip_alias_domain(settings, local_ip: str) -> str | None:
@@ -43,10 +44,8 @@ def default_domain(settings, environ: dict) -> str:
         mapped = ip_alias_domain(settings, environ["TCPLOCALIP"])
         if mapped is not None:
             return mapped
-    try:
-        with open(settings.etc_dir + "/defaultdomain", encoding="utf-8") as handle:
-            return handle.readline().strip().lower()
-    except FileNotFoundError:
-        return ""
-    except OSError as exc:
-        raise TemporaryFailure(f"cannot read {settings.etc_dir}/defaultdomain: {exc.strerror}") from None
+    from vpop.files import read_file
+
+    data = read_file(settings.etc_dir + "/defaultdomain", 1 << 20, truncate=True)
+    # Strict: a default domain that is not text is a broken installation (111), not "no such user".
+    return "" if data is None else data.split(b"\n", 1)[0].decode("utf-8").strip().lower()

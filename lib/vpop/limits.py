@@ -6,7 +6,6 @@ a flag is set by its bare name.  ``pw_flags`` = ``pw_gid`` OR the mask of the do
 ``disable_*`` flags, unless the user has ``V_OVERRIDE``.
 """
 
-from vpop.errors import TemporaryFailure
 from vpop.stores.base import V_OVERRIDE
 
 FLAG_BITS = {
@@ -42,16 +41,23 @@ def parse_limits(text: str) -> dict:
     return limits
 
 
-def read_limits_file(domain_dir: str, etc_dir: str) -> dict | None:
-    """``<domain>/.qmailadmin-limits``, else ``etc/vlimits.default``, else None."""
-    for path in (domain_dir + "/.qmailadmin-limits", etc_dir + "/vlimits.default"):
-        try:
-            with open(path, encoding="utf-8", errors="replace") as handle:
-                return parse_limits(handle.read(65536))
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            raise TemporaryFailure(f"cannot read {path}: {exc.strerror}") from None
+def read_limits_file(domain_dir: str, etc_dir: str, domain_uid: int | None = None) -> dict | None:
+    """``<domain>/.qmailadmin-limits``, else ``etc/vlimits.default``, else None.
+
+    vchkpw reads these as root from directories the domain's uid and the vpopmail uid can write:
+    through :class:`vpop.files.UserDir`, so a link, FIFO or foreign file there is a
+    TemporaryFailure naming it (the limits cannot be known), never followed, never waited on.
+    ``domain_uid`` is the owner the domain directory must have (root always passes); None leaves
+    its owner unchecked.  Only the first 64 KiB of a file are read, as before.
+    """
+    from vpop.files import ANY_OWNER, PARENT_OWNER, read_file
+
+    domain_owners = ANY_OWNER if domain_uid is None else (domain_uid,)
+    for path, owners in ((domain_dir + "/.qmailadmin-limits", domain_owners),
+                         (etc_dir + "/vlimits.default", PARENT_OWNER)):
+        data = read_file(path, 65536, owners, truncate=True)
+        if data is not None:
+            return parse_limits(data.decode("utf-8", "replace"))
     return None
 
 

@@ -14,11 +14,11 @@ keeps working.
 
 import os
 
-from vpop.errors import TemporaryFailure
-
 TYPE_CHECKING = False  # typing costs import time; the names below are only for annotations
 if TYPE_CHECKING:
     from collections.abc import Iterable
+
+    from vpop.files import UserDir
 
 RULE = 'allow,RELAYCLIENT="",RBLSMTPD=""'
 """The instruction vpopmail writes for an open relay (lower-case ``allow``, both variables empty)."""
@@ -91,41 +91,37 @@ def _atol(text: bytes) -> int:
     return sign * int(text[:digits] or b"0")
 
 
-def _lock(etc_dir: str, uid: int | None = None, gid: int | None = None) -> int:
-    """Take vpopmail's write lock on ``open-smtp.lock`` (POSIX record lock, as its ``get_write_lock``)."""
-    from vpop.files import lock_file
+def _etc(etc_dir: str) -> "UserDir":
+    """``~vpopmail/etc``, as root may use it: the vpopmail uid can write there (see :class:`UserDir`)."""
+    from vpop.files import UserDir
 
-    return lock_file(os.path.join(etc_dir, "open-smtp.lock"), uid, gid)
+    return UserDir(etc_dir)
 
 
-def _read_lines(path: str) -> list[bytes]:
+def _lines(data: bytes | None) -> list[bytes]:
     """The lines of open-smtp without their newlines; a missing file has none."""
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except FileNotFoundError:
+    if not data:
         return []
-    except OSError as exc:
-        raise TemporaryFailure(f"cannot read {path}: {exc}") from exc
     lines = data.split(b"\n")
     if lines[-1] == b"":
         lines.pop()
     return lines
 
 
-def _store(path: str, lines: list[bytes], uid: int | None, gid: int | None) -> None:
-    from vpop.files import replace_file
+def _store(etc: "UserDir", lines: list[bytes], uid: int | None, gid: int | None) -> None:
+    data = b"".join(line + b"\n" for line in lines)
+    etc.replace("open-smtp", lambda fileobj: fileobj.write(data), uid, gid)
 
-    replace_file(path, lambda fileobj: fileobj.write(b"".join(line + b"\n" for line in lines)), uid, gid)
 
-
-def _rebuild(store: str, lines: list[bytes], tcp_file: str, uid: int | None, gid: int | None) -> None:
+def _rebuild(etc: "UserDir", lines: list[bytes], tcp_file: str, uid: int | None, gid: int | None) -> None:
     """``<tcp_file>.cdb`` from ``tcp_file`` and each open-smtp line cut at the TAB."""
     from vpop import tcprules
 
     rules = [line.split(b"\t", 1)[0] for line in lines]
     extra = [rule.decode("utf-8", "surrogateescape") for rule in rules if not _is_ipv6_rule(rule)]
-    tcprules.build(tcp_file, extra, tcp_file + ".cdb", uid, gid, extra_source=store)
+    same = os.path.dirname(tcp_file) == etc.path
+    tcprules.build(tcp_file, extra, tcp_file + ".cdb", uid, gid, extra_source=etc.name("open-smtp"),
+                   directory=etc if same else None)
 
 
 def open_relay(
@@ -142,23 +138,27 @@ def open_relay(
     Other lines keep their order; this IP's old line, if any, goes and a fresh one is appended.
     Only a new IP rebuilds ``<tcp_file>.cdb`` (when ``rebuild`` is set), as in vpopmail: a known
     IP is already in the rules.  All of it happens under the lock, so two logins cannot write a
-    cdb from an older open-smtp last.  ``uid``/``gid`` (when ``uid`` is given) own the new files.
+    cdb from an older open-smtp last.  ``uid``/``gid`` (when ``uid`` is given) own the new files
+    and the lock (vpopmail leaves its lock root's 0600, which the tools running as vpopmail
+    cannot take).  Every file is used as :class:`vpop.files.UserDir` allows: root runs this in a
+    directory the vpopmail uid can write, so a link, FIFO or foreign file is refused
+    (TemporaryFailure naming it) and ``etc_dir`` must not be a link.
     Raises ValueError for a bad IP (before touching any file), TemporaryFailure for file errors,
     ConfigError for a ``tcp_file`` line tcprules would reject.
     """
     key = check_ip(ip).encode("ascii")
-    store = os.path.join(etc_dir, "open-smtp")
-    fd = _lock(etc_dir)
-    try:
-        lines = _read_lines(store)
-        kept = [line for line in lines if not _is_entry_for(line, key)]
-        new = len(kept) == len(lines)
-        kept.append(b"%s:%s\t%d" % (key, RULE.encode("ascii"), now))
-        _store(store, kept, uid, gid)
-        if new and rebuild:
-            _rebuild(store, kept, tcp_file, uid, gid)
-    finally:
-        os.close(fd)  # releases the lock
+    with _etc(etc_dir) as etc:
+        fd = etc.lock("open-smtp.lock", uid, gid)
+        try:
+            lines = _lines(etc.read("open-smtp"))
+            kept = [line for line in lines if not _is_entry_for(line, key)]
+            new = len(kept) == len(lines)
+            kept.append(b"%s:%s\t%d" % (key, RULE.encode("ascii"), now))
+            _store(etc, kept, uid, gid)
+            if new and rebuild:
+                _rebuild(etc, kept, tcp_file, uid, gid)
+        finally:
+            os.close(fd)  # releases the lock
     return new
 
 
@@ -177,18 +177,18 @@ def clear_expired(
     the second TAB-separated field read with ``atol``, and a line without one is dropped.  The
     cdb is rebuilt even when nothing expired, which also picks up edits to ``tcp_file``.
     """
-    store = os.path.join(etc_dir, "open-smtp")
-    fd = _lock(etc_dir)
-    try:
-        lines = _read_lines(store)
-        kept = []
-        for line in lines:
-            fields = [field for field in line.split(b"\t") if field]
-            if len(fields) >= 2 and _atol(fields[1]) + minutes * 60 > now:
-                kept.append(line)
-        _store(store, kept, uid, gid)
-        if rebuild:
-            _rebuild(store, kept, tcp_file, uid, gid)
-    finally:
-        os.close(fd)
+    with _etc(etc_dir) as etc:
+        fd = etc.lock("open-smtp.lock", uid, gid)
+        try:
+            lines = _lines(etc.read("open-smtp"))
+            kept = []
+            for line in lines:
+                fields = [field for field in line.split(b"\t") if field]
+                if len(fields) >= 2 and _atol(fields[1]) + minutes * 60 > now:
+                    kept.append(line)
+            _store(etc, kept, uid, gid)
+            if rebuild:
+                _rebuild(etc, kept, tcp_file, uid, gid)
+        finally:
+            os.close(fd)
     return len(lines) - len(kept)

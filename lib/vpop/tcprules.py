@@ -19,12 +19,17 @@ would have written from the same text.  The format, as confirmed against ``/usr/
 """
 
 
+import errno
+import os
+
 from vpop.errors import ConfigError
-from vpop.files import write_cdb
 
 TYPE_CHECKING = False  # typing costs import time; the names below are only for annotations
 if TYPE_CHECKING:
     from collections.abc import Iterable
+    from typing import BinaryIO
+
+    from vpop.files import UserDir
 
 _ULONG = 1 << 64  # tcprules parses numbers into a 64-bit unsigned long (amd64), wrapping silently
 
@@ -99,19 +104,31 @@ def parse_rules(text: str, path: str) -> list[tuple[bytes, bytes]]:
             data = _instruction(rest)
             pairs.extend((key, data) for key in _keys(address))
         except _BadLine:
-            shown = line.decode("utf-8", "backslashreplace")
-            raise ConfigError(path, number, f"tcprules cannot parse this line: {shown!r}") from None
+            # The line itself is never shown: the file may be a link to a secret (or hold one).
+            raise ConfigError(path, number, "tcprules cannot parse this line") from None
     return pairs
 
 
 def write_rules_cdb(
-    pairs: "Iterable[tuple[bytes, bytes]]", cdb_path: str, uid: int | None = None, gid: int | None = None
+    pairs: "Iterable[tuple[bytes, bytes]]", cdb_path: str, uid: int | None = None, gid: int | None = None,
+    directory: "UserDir | None" = None,
 ) -> None:
     """Atomically replace ``cdb_path`` with a cdb of the (key, data) ``pairs``, in their order.
 
-    See :func:`replace_file` for the tmp name, mode, ownership and errors.
+    Written through :class:`vpop.files.UserDir` (``directory``, when it is already open): the
+    directory may be ``~vpopmail/etc``, where a link is never followed.  See
+    :func:`vpop.files.replace_file` for the tmp name, mode, ownership and errors.
     """
-    write_cdb(cdb_path, pairs, uid, gid)
+    from vpop.files import ANY_OWNER, UserDir, fill_cdb
+
+    def fill(fileobj: "BinaryIO") -> None:
+        fill_cdb(fileobj, pairs)
+
+    if directory is not None:
+        directory.replace(os.path.basename(cdb_path), fill, uid, gid)
+        return
+    with UserDir(os.path.dirname(cdb_path) or ".", ANY_OWNER) as opened:  # tcp_file is a setting
+        opened.replace(os.path.basename(cdb_path), fill, uid, gid)
 
 
 def build(
@@ -121,6 +138,7 @@ def build(
     uid: int | None = None,
     gid: int | None = None,
     extra_source: str = "<added rules>",
+    directory: "UserDir | None" = None,
 ) -> None:
     """Rebuild ``cdb_path`` from the rules file (missing = empty) followed by ``extra_lines``.
 
@@ -128,14 +146,25 @@ def build(
     line lacks a newline does not get the first extra line glued onto it.  A bad line in the file
     or in ``extra_lines`` (reported against ``extra_source``) raises :class:`ConfigError` and
     leaves the old cdb in place, as a failing tcprules run does.
+
+    Both files are used through :class:`vpop.files.UserDir` (``directory`` when it is the open
+    directory of both): a rules file that is a link, a FIFO or a foreign file is a ConfigError
+    naming it, and its contents are never quoted.
     """
+    from vpop.files import ANY_OWNER, FileProblem, UserDir
+
+    rules_dir = os.path.dirname(rules_path) or "."
     try:
-        with open(rules_path, "rb") as handle:
-            raw = handle.read()
-    except FileNotFoundError:
-        raw = b""
-    except OSError as exc:
-        raise ConfigError(rules_path, None, f"cannot read: {exc}") from exc
-    pairs = parse_rules(raw.decode("utf-8", "surrogateescape"), rules_path)
+        if directory is not None and directory.path == rules_dir:
+            raw = directory.read(os.path.basename(rules_path))
+        else:
+            with UserDir(rules_dir, ANY_OWNER) as opened:  # tcp_file is a setting: any owner
+                raw = opened.read(os.path.basename(rules_path))
+    except FileProblem as exc:
+        if exc.errno != errno.ENOENT:  # no directory: no rules file
+            raise ConfigError(exc.path, None, exc.reason) from None
+        raw = None
+    pairs = parse_rules((raw or b"").decode("utf-8", "surrogateescape"), rules_path)
     pairs += parse_rules("".join(line + "\n" for line in extra_lines), extra_source)
-    write_rules_cdb(pairs, cdb_path, uid, gid)
+    same = directory is not None and directory.path == (os.path.dirname(cdb_path) or ".")
+    write_rules_cdb(pairs, cdb_path, uid, gid, directory if same else None)

@@ -14,6 +14,10 @@ from vpop.assign import Domain
 from vpop.errors import TemporaryFailure
 from vpop.stores.base import Store, User, to_int
 
+TYPE_CHECKING = False  # typing costs import time; the names below are only for annotations
+if TYPE_CHECKING:
+    from vpop.files import UserDir
+
 
 def parse_record(name: str, domain: str, data: str) -> User:
     """A User from the part of a vpasswd line after ``name:``."""
@@ -32,23 +36,8 @@ def format_line(record: User, with_clear: bool = True) -> str:
     return ":".join(fields)
 
 
-def _read(path: str) -> bytes | None:
-    try:
-        with open(path, "rb") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise TemporaryFailure(f"cannot read {path}: {exc.strerror}") from None
-
-
-def _mtime(path: str) -> float | None:
-    try:
-        return os.stat(path).st_mtime
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise TemporaryFailure(f"cannot stat {path}: {exc.strerror}") from None
+def _mtime(info: "os.stat_result | None") -> float | None:
+    return None if info is None else info.st_mtime
 
 
 def write_vpasswd(domain_dir: str, lines: list[str], uid: int | None = None, gid: int | None = None) -> None:
@@ -90,9 +79,19 @@ class VpasswdLock:
         os.close(self.fd)
 
 
-def read_lines(domain_dir: str) -> list[str]:
-    """The vpasswd lines of a domain (empty list if there is no vpasswd)."""
-    data = _read(domain_dir + "/vpasswd")
+def read_lines(domain_dir: str, directory: "UserDir | None" = None) -> list[str]:
+    """The vpasswd lines of a domain (empty list if there is no vpasswd).
+
+    Read through :class:`vpop.files.UserDir` (``directory`` when the domain directory is already
+    open): root reads it in a directory the domain's uid can write, so a link or FIFO there is a
+    TemporaryFailure naming it, never followed and never waited on.
+    """
+    from vpop.files import ANY_OWNER, read_file
+
+    if directory is not None:
+        data = directory.read("vpasswd")
+    else:
+        data = read_file(domain_dir + "/vpasswd", owners=ANY_OWNER)
     if data is None:
         return []
     return [line for line in data.decode("utf-8", "surrogateescape").split("\n") if ":" in line]
@@ -105,30 +104,30 @@ class CdbStore(Store):
         self.settings = settings
 
     def get_user(self, user: str, domain: Domain) -> User | None:
-        cdb_path = domain.dir + "/vpasswd.cdb"
-        text_path = domain.dir + "/vpasswd"
-        cdb_time, text_time = _mtime(cdb_path), _mtime(text_path)
-        if cdb_time is not None and (text_time is None or cdb_time >= text_time):
-            from vpop.files import cdb_get
+        from vpop.files import UserDir
 
-            try:
-                value = cdb_get(cdb_path, user.encode())
-            except FileNotFoundError:
-                value = None  # removed since the stat: read vpasswd below
-            else:
-                if value is None:
-                    return None
-                return parse_record(user, domain.real, value.decode("utf-8", "surrogateescape"))
-        if text_time is None:
-            if cdb_time is None:
-                # Neither file: an unmounted or renamed domain directory, not "no such user".
-                raise TemporaryFailure(f"no vpasswd or vpasswd.cdb in {domain.dir}")
+        with UserDir(domain.dir, (domain.uid,)) as directory:  # never a link, the domain's or root's
+            cdb_time = _mtime(directory.stat("vpasswd.cdb"))
+            text_time = _mtime(directory.stat("vpasswd"))
+            if cdb_time is not None and (text_time is None or cdb_time >= text_time):
+                try:
+                    value = directory.cdb_get("vpasswd.cdb", user.encode())
+                except FileNotFoundError:
+                    value = None  # removed since the stat: read vpasswd below
+                else:
+                    if value is None:
+                        return None
+                    return parse_record(user, domain.real, value.decode("utf-8", "surrogateescape"))
+            if text_time is None:
+                if cdb_time is None:
+                    # Neither file: an unmounted or renamed domain directory, not "no such user".
+                    raise TemporaryFailure(f"no vpasswd or vpasswd.cdb in {domain.dir}")
+                return None
+            prefix = user + ":"
+            for line in read_lines(domain.dir, directory):
+                if line.startswith(prefix):
+                    return parse_record(user, domain.real, line[len(prefix):])
             return None
-        prefix = user + ":"
-        for line in read_lines(domain.dir):
-            if line.startswith(prefix):
-                return parse_record(user, domain.real, line[len(prefix):])
-        return None
 
     def add_user(self, record: User, domain: Domain) -> None:
         """Insert a vpasswd line in sorted position (as vadduser does) and rebuild the cdb."""
@@ -173,20 +172,19 @@ class CdbStore(Store):
         return path
 
     def set_lastauth(self, record: User, domain: Domain, ip: str, now: int) -> None:
+        """``<pw_dir>/lastauth``: the IP without a newline, mtime = ``now``, the domain's uid/gid.
+
+        Through :class:`vpop.files.UserDir`: the user directory (the domain's or root's, never a
+        link) belongs to the mail user, who may plant a link or FIFO as ``lastauth``; such a file
+        is a TemporaryFailure naming it (logged by vchkpw, which still lets the login through).
+        """
         if not record.dir.startswith("/") or record.dir == "/":
             return
-        path = record.dir + "/lastauth"
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-            try:
-                os.write(fd, ip.encode())
-                if os.geteuid() == 0:
-                    os.fchown(fd, domain.uid, domain.gid)
-            finally:
-                os.close(fd)
-            os.utime(path, (now, now))
-        except OSError:
-            pass  # a lastauth that cannot be written must not refuse the login
+        from vpop.files import UserDir
+
+        with UserDir(record.dir, (domain.uid,)) as directory:
+            owner = (domain.uid, domain.gid) if os.geteuid() == 0 else (None, None)
+            directory.rewrite("lastauth", ip.encode(), 0o600, *owner, mtime=now)
 
     def open_relay(self, ip: str, now: int) -> None:
         from vpop import relay
@@ -208,5 +206,8 @@ class CdbStore(Store):
         """As root, vpopmail leaves the relay files to the owner of ~vpopmail/etc."""
         if os.geteuid() != 0:
             return None, None
-        owner = os.stat(self.settings.etc_dir)
+        try:  # a link here is refused by vpop.relay; do not take its owner meanwhile
+            owner = os.stat(self.settings.etc_dir, follow_symlinks=False)
+        except OSError as exc:
+            raise TemporaryFailure(f"cannot stat {self.settings.etc_dir}: {exc.strerror}") from None
         return owner.st_uid, owner.st_gid
