@@ -49,11 +49,13 @@ class Sync:
             old = [] if current is None else current.splitlines(keepends=True)
             sys.stdout.writelines(difflib.unified_diff(old, text.splitlines(keepends=True), path, path))
         else:
-            from vpop.files import replace_file
+            from vpop.files import ANY_OWNER, UserDir
 
             encoded = text.encode("utf-8", "surrogateescape")
-            replace_file(path, lambda handle: handle.write(encoded), uid if os.geteuid() == 0 else None,
-                         gid, mode)
+            # through the directory's descriptor: a home swapped for a link is not followed
+            with UserDir(os.path.dirname(path), ANY_OWNER) as directory:
+                directory.replace(os.path.basename(path), lambda handle: handle.write(encoded),
+                                  uid if os.geteuid() == 0 else None, gid, mode)
         return True
 
     def remove(self, path: str) -> None:

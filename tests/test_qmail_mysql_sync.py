@@ -505,6 +505,21 @@ def test_home_that_cannot_take_a_file(site: QmailMysqlTree) -> None:
     assert done.stdout == "qmail-mysql-sync: nothing to change\n", done
 
 
+def test_home_that_is_a_link_is_not_written_through(site: QmailMysqlTree) -> None:
+    """Root writes .qmail files through the home's descriptor: a home that is a link (uid 89 can
+    swap one in a directory it owns) is refused, whatever the link points at."""
+    target = site.home("elsewhere/target", uid=POPUSER_UID, gid=USERS_GID)
+    linked = site.root / "home/mail/linked"
+    linked.symlink_to(target)
+    site.mailbox("linked", POPUSER_UID, USERS_GID, str(linked))
+    site.alias("linked", "x", "someone", "example.org")
+    done = site.sync()
+    assert done.returncode == 0, done
+    assert [line for line in done.stderr.splitlines() if "alias linked/" in line and "not owned" in line], \
+        done.stderr
+    assert os.listdir(target) == []
+
+
 def test_dry_run_without_users_directory(site: QmailMysqlTree) -> None:
     users = site.qmail_home / "users"
     (users / "assign").unlink()

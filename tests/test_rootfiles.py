@@ -337,3 +337,19 @@ def test_vpopmail_mysql_link_is_not_followed(tree: Tree) -> None:
     syslog = tree.syslog_lines()
     assert_secret_kept(tree, syslog, done.stdout, done.stderr)
     assert len(logged(syslog, f"{link}: refused: a symbolic link")) == 1
+
+
+@pytest.mark.parametrize("name", [".dir-control", ".dir_control_free"])
+def test_fifo_as_hashing_state_defers_a_blank_dir_login(tree: Tree, name: str) -> None:
+    """A blank pw_dir makes root vchkpw (as uid 89) read the domain's hashing state: a FIFO there
+    is refused at once, the login deferred, nothing made."""
+    tree.add_user("example.com", "carol", PASSWORD, blank_dir=True)
+    domain_dir = tree.domain_dir("example.com")
+    as_vpopmail("rm", "-f", domain_dir / name)
+    as_vpopmail("mkfifo", domain_dir / name)
+    out = tree.record_path()
+    done = tree.run([program("vchkpw"), tree.recorder, str(out)], fd3_payload("carol@example.com", PASSWORD),
+                    tree.env(), timeout=STUCK)
+    assert done.returncode == 111 and read_record(out) is None
+    assert b"dir auto create failed" in done.stderr
+    assert not (domain_dir / "carol").exists()

@@ -180,7 +180,7 @@ def authenticate(login: Login, settings, data: bytes) -> None:
 
     limits = store.domain_limits(domain)
     if limits is None:
-        limits = read_limits_file(domain.dir, settings.etc_dir)
+        limits = read_limits_file(domain.dir, settings.etc_dir, domain.uid)
     flags = effective_flags(record.gid, limits)
     if flags & _DENIED_BIT[login.service]:
         login.say(vlog.ACCESS, f"{login.service} access denied {login.who()}")

@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable
 
 from vpop.errors import TemporaryFailure
+from vpop.numbers import ascii_number
 
 HASH_CHARS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 USERS_PER_LEVEL = 100
@@ -52,13 +53,19 @@ def _control_lines(serial: int) -> str:
                       " ".join(map(str, indexes)), the_dir]) + "\n"
 
 
+def _read_state(path: str) -> bytes | None:
+    """A hashing-state file of the domain directory: never through a link, never blocking on a FIFO."""
+    from vpop.files import ANY_OWNER, read_file
+
+    return read_file(path, 1 << 20, owners=ANY_OWNER)
+
+
 def _take_free_path(domain_dir: str, uid: int | None, gid: int | None) -> str | None:
     path = domain_dir + "/.dir_control_free"
-    try:
-        with open(path, encoding="utf-8") as handle:
-            lines = handle.read().split("\n")
-    except FileNotFoundError:
+    data = _read_state(path)
+    if data is None:
         return None
+    lines = data.decode("utf-8", "replace").split("\n")
     chosen = None
     kept = []
     for line in lines:
@@ -86,12 +93,9 @@ def next_user_subdir(domain_dir: str, uid: int | None = None, gid: int | None = 
     lock_fd = lock_file(domain_dir + "/.dir-control.lock", uid, gid)
     try:
         control = domain_dir + "/.dir-control"
-        try:
-            with open(control, encoding="utf-8") as handle:
-                first = handle.readline().strip()
-            serial = int(first) if first.isdigit() else 0
-        except FileNotFoundError:
-            serial = 0
+        data = _read_state(control)
+        first = data.split(b"\n", 1)[0].strip() if data else b""
+        serial = ascii_number(first, 999_999_999) or 0
         free = _take_free_path(domain_dir, uid, gid)
         if free is not None:
             subdir = free

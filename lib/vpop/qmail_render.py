@@ -70,14 +70,18 @@ def usable_identity(user: Identity | None) -> bool:
 
 
 def home_owned(user: Identity) -> bool:
-    """qmail-getpw's test (uid != 0, stat(home).st_uid == uid): only then are .qmail files written there
-    -- never as root into a missing directory or one that belongs to someone else."""
+    """qmail-getpw's test (uid != 0, the home's owner is uid): only then are .qmail files written there
+    -- never as root into a missing directory, one that belongs to someone else, or through a link
+    (``lstat``: root writes through the directory's own descriptor, see ``Sync.put``)."""
     import os
+    import stat
 
     try:
-        return user.uid != 0 and user.home.startswith("/") and os.stat(user.home).st_uid == user.uid
+        info = os.lstat(user.home)
     except OSError:
         return False
+    return (user.uid != 0 and user.home.startswith("/") and stat.S_ISDIR(info.st_mode)
+            and info.st_uid == user.uid)
 
 
 def alias_line(alias_username: str, alias_host: str) -> str | None:
