@@ -21,7 +21,7 @@ import errno
 import os
 import sys
 
-from vpop.errors import TemporaryFailure, VpopError
+from vpop.errors import TemporaryFailure, VpopError, raised_at
 
 BREAK = b"-"
 USERLEN = 32  # GETPW_USERLEN: candidates of 32 bytes or more are skipped
@@ -142,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         # Name the place, not the message: it could quote the local part or a secret.
         try:
             if loaded:
-                _logger(loaded[0]).send(f"internal error {exc.__class__.__name__} at {_raised_at(exc)}, "
-                                        "deferred", "err")
+                name, where = exc.__class__.__name__, raised_at(exc, "qmail_getpw")
+                _logger(loaded[0]).send(f"internal error {name} at {where}, deferred", "err")
         except Exception:  # the report must not turn 111 into 1
             pass
         return 111
@@ -188,14 +188,3 @@ def _logger(settings):
     return vlog.Logger("qmail-getpw", settings.logging, settings.syslog_socket)
 
 
-def _raised_at(exc: BaseException) -> str:
-    """file:line of the innermost frame of our own code (else the innermost frame)."""
-    ours = last = "?"
-    tb = exc.__traceback__
-    while tb is not None:
-        name = tb.tb_frame.f_code.co_filename
-        last = f"{name}:{tb.tb_lineno}"
-        if "/vpop/" in name or "/qmail_getpw/" in name:
-            ours = last
-        tb = tb.tb_next
-    return ours if ours != "?" else last

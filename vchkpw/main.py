@@ -9,7 +9,7 @@ import os
 import sys
 
 from vpop import log as vlog
-from vpop.errors import AuthFailure, ConfigError, TemporaryFailure, UsageError, VpopError
+from vpop.errors import AuthFailure, ConfigError, TemporaryFailure, UsageError, VpopError, raised_at
 from vpop.numbers import ascii_number
 from vpop.privileges import ActingAs
 from vpop.stores.base import NO_IMAP, NO_POP, NO_RELAY, NO_SMTP, NO_WEBMAIL
@@ -443,25 +443,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         # Anything unforeseen (a file that is not text, a driver error...) must not become Python's
         # exit 1, "wrong password".  Name the place, not the message: it could quote a secret.
-        where = _raised_at(exc)
+        where = raised_at(exc, "vchkpw")
         _stderr(f"vchkpw: internal error {exc.__class__.__name__} at {where}")
         if login is not None and login.log is not None:
             login.log.send(f"{login.log_name}: internal error {exc.__class__.__name__} at {where} "
                            f"{login.who()}")
         return 111
-
-
-def _raised_at(exc: BaseException) -> str:
-    """file:line of the innermost frame of our own code (else the innermost frame)."""
-    ours = last = "?"
-    tb = exc.__traceback__
-    while tb is not None:
-        name = tb.tb_frame.f_code.co_filename
-        last = f"{name}:{tb.tb_lineno}"
-        if "/vpop/" in name or "/vchkpw/" in name:
-            ours = last
-        tb = tb.tb_next
-    return ours if ours != "?" else last
 
 
 def _stderr(text: str) -> None:

@@ -57,3 +57,18 @@ class DatabaseFailure(TemporaryFailure):
 
 def is_database_failure(exc: BaseException) -> bool:
     return isinstance(exc, DatabaseFailure)
+
+
+def raised_at(exc: BaseException, program: str) -> str:
+    """file:line of the innermost frame of our own code (``vpop`` or the ``program`` package), else
+    the innermost frame: where an unforeseen exception came from, for a log line that must not
+    quote its message (it could hold a secret)."""
+    ours = last = "?"
+    tb = exc.__traceback__
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        last = f"{name}:{tb.tb_lineno}"
+        if "/vpop/" in name or f"/{program}/" in name:
+            ours = last
+        tb = tb.tb_next
+    return ours if ours != "?" else last
