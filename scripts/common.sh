@@ -18,6 +18,7 @@ VPOP_APT_PACKAGES=(
     dovecot-core dovecot-imapd dovecot-pop3d
     ucspi-tcp
     python3-venv
+    tzdata                      # the tests set far-off zones (Pacific/Kiritimati, America/St_Johns)
 )
 
 # The sbin directories are not on every PATH (CI runners, su without -), but mariadbd, dovecot and
@@ -39,6 +40,7 @@ vpop_have_system_tools() {
         command -v "$tool" >/dev/null 2>&1 || return 1
     done
     [ -x /usr/lib/dovecot/checkpassword-reply ] || return 1
+    [ -e /usr/share/zoneinfo/Pacific/Kiritimati ] || return 1
     /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || return 1
 }
 

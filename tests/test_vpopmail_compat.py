@@ -40,12 +40,20 @@ def test_the_session_variables_come_in_vpopmail_s_order(tree: Tree) -> None:
 
 
 def test_an_inherited_user_keeps_its_place_as_setenv_does(tree: Tree) -> None:
-    done, record = login(tree, USER="root", HOME="/root")
+    from helpers import program
+
+    env = {"USER": "root", **tree.env(), "HOME": "/root"}  # USER first, HOME last, as inherited
+    out = tree.record_path()
+    done = tree.run([program("vchkpw"), tree.recorder, str(out)],
+                    fd3_payload("bob@example.com", PASSWORD, b"<1.2@pop.example.com>"), env)
     assert done.returncode == 0, done.stderr
-    order = list(record["env"])
-    assert order.index("USER") < order.index("PATH") or order.index("USER") < order.index("SHELL")
+    from tree import read_record
+
+    record = read_record(out)
+    inherited = [name for name in env if name in record["env"]]
+    assert list(record["env"])[:len(inherited)] == inherited, "replaced in place, not moved"
+    assert list(record["env"])[len(inherited):] == ["SHELL", "VPOPUSER"], "new ones appended in order"
     assert (record["env"]["USER"], record["env"]["HOME"]) == ("bob", tree.bob.dir)
-    assert order.index("USER") < order.index("HOME") < order.index("SHELL") < order.index("VPOPUSER")
 
 
 def test_rpline_unset_builds_the_return_path_from_sender(tree: Tree) -> None:

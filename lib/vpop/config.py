@@ -10,6 +10,7 @@ import os
 
 from vpop.errors import ConfigError
 from vpop.numbers import ascii_number
+from vpop.passwords import POLICY_SCHEMES as _POLICY_SCHEMES  # cheap: it imports _operator only
 
 DEFAULT_PATH = "/etc/vpop/vpop.conf"
 
@@ -17,7 +18,6 @@ _BOOL = {"yes": True, "no": False}
 _LOGGING_LEVELS = ("n", "e", "y", "p", "v")
 _STORES = ("cdb", "mysql", "qmail-mysql", "vmail-sql")
 _EXIT_CODES = ("checkpassword", "vpopmail")
-_POLICY_SCHEMES = ("sha512-crypt", "yescrypt", "bcrypt", "md5-crypt")  # vpop.passwords.POLICY_SCHEMES
 
 
 def _text(value: str) -> str:

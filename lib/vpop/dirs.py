@@ -9,10 +9,13 @@ in ``.dir_control_free`` are used first.
 """
 
 import os
-from collections.abc import Callable
 
 from vpop.errors import TemporaryFailure
 from vpop.numbers import ascii_number
+
+TYPE_CHECKING = False  # typing and collections cost start-up time: annotations only
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 HASH_CHARS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 USERS_PER_LEVEL = 100
@@ -193,6 +196,9 @@ def remake_user_dir(domain_dir: str, user_dir: str, uid: int | None, gid: int | 
     prefix = domain_dir.rstrip("/") + "/"
     if not user_dir.startswith(prefix) or ".." in user_dir.split("/"):
         raise TemporaryFailure(f"user directory {user_dir} is outside {domain_dir}")
+    if not os.path.isdir(domain_dir):
+        # an unmounted disk or a renamed domain: making it here would hide the mail from the real one
+        raise TemporaryFailure(f"autocreate dir: domain directory {domain_dir} is missing")
     try:
         # vmake_maildir's 0700 for everything re-created (a new user directory is 0750)
         make_maildir(user_dir + "/Maildir", uid, gid, mode=REMADE_MODE)

@@ -6,6 +6,7 @@ used (vpopmail's rule).  vpopmail mangled ``::ffff:1.2.3.4`` into ``__ffff_1.2.3
 looking it up; we look up the IPv4 address.
 """
 
+from vpop.errors import TemporaryFailure
 from vpop.names import sanitize_env_value
 
 
@@ -48,4 +49,9 @@ def default_domain(settings, environ: dict) -> str:
 
     data = read_file(settings.etc_dir + "/defaultdomain", 1 << 20, truncate=True)
     # Strict: a default domain that is not text is a broken installation (111), not "no such user".
-    return "" if data is None else data.split(b"\n", 1)[0].decode("utf-8").strip().lower()
+    if data is None:
+        return ""
+    try:
+        return data.split(b"\n", 1)[0].decode("utf-8").strip().lower()
+    except UnicodeDecodeError:
+        raise TemporaryFailure(f"{settings.etc_dir}/defaultdomain: damaged: not UTF-8") from None

@@ -225,6 +225,21 @@ ANY_OWNER = "any"
 PARENT_OWNER = "parent"
 
 
+def _may_follow(path: str, follow: bool) -> bool:
+    """Whether a directory that is a link may be followed: when the caller only reads (``follow``),
+    when this process is not root (it gains nothing), or when only root could have made the link
+    (its parent is root's and no one else may write there).  Sites do link domain directories
+    and ``~vpopmail/etc`` to other disks."""
+    if follow or os.geteuid() != 0:
+        return True
+    try:
+        parent = os.lstat(os.path.dirname(path) or ".")
+    except OSError:
+        return False
+    shared = parent.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    return parent.st_uid == 0 and stat.S_ISDIR(parent.st_mode) and not shared
+
+
 class UserDir:
     """A directory a mail user can write, opened so that root never follows what that user planted.
 
@@ -250,10 +265,19 @@ class UserDir:
     Use as a context manager (or call :meth:`close`).
     """
 
-    def __init__(self, path: str, owners: "Collection[int] | str" = PARENT_OWNER) -> None:
+    def __init__(self, path: str, owners: "Collection[int] | str" = PARENT_OWNER,
+                 follow: bool = False) -> None:
         self.path = path.rstrip("/") or "/"
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
         try:
-            self.fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                self.fd = os.open(self.path, flags | os.O_NOFOLLOW)
+            except OSError as exc:
+                import errno
+
+                if exc.errno not in (errno.ENOTDIR, errno.ELOOP) or not _may_follow(self.path, follow):
+                    raise
+                self.fd = os.open(self.path, flags)  # a link we may follow: the owner check below still holds
         except OSError as exc:
             import errno
 
@@ -463,7 +487,7 @@ def read_file(path: str, limit: int = 1 << 24, owners: "Collection[int] | str" =
     import errno
 
     try:
-        directory = UserDir(os.path.dirname(path) or ".", owners)
+        directory = UserDir(os.path.dirname(path) or ".", owners, follow=True)  # reads only
     except FileProblem as exc:
         if exc.errno == errno.ENOENT:
             return None

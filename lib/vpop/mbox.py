@@ -33,7 +33,6 @@ Messages keep qmail-local's wording, including its ``error_str`` texts for errno
 import errno
 import fcntl
 import os
-import socket
 import stat
 import time
 
@@ -172,7 +171,7 @@ def _lock_contents() -> bytes:
     dead one.  (mutt's ``mutt_dotlock``, procmail and Postfix write empty lock files and go by
     age only; qmail itself takes no dot-lock.)
     """
-    return f"{os.getpid()}:{socket.gethostname()}\n".encode()
+    return f"{os.getpid()}:{os.uname().nodename}\n".encode()
 
 
 def _local_pid(data: bytes) -> int | None:
@@ -185,7 +184,7 @@ def _local_pid(data: bytes) -> int | None:
     """
     text = data.rstrip(b" \t\r\n\0")
     pid_text, colon, host = text.partition(b":")
-    if colon and host != socket.gethostname().encode("utf-8", "surrogateescape"):
+    if colon and host != os.uname().nodename.encode("utf-8", "surrogateescape"):
         return None
     pid_text = pid_text.strip(b" \t")
     if not (pid_text.isascii() and pid_text.isdigit() and len(pid_text) <= 10):

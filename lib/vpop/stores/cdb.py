@@ -106,7 +106,7 @@ class CdbStore(Store):
     def get_user(self, user: str, domain: Domain) -> User | None:
         from vpop.files import UserDir
 
-        with UserDir(domain.dir, (domain.uid,)) as directory:  # never a link, the domain's or root's
+        with UserDir(domain.dir, (domain.uid,), follow=True) as directory:  # the domain's or root's
             cdb_time = _mtime(directory.stat("vpasswd.cdb"))
             text_time = _mtime(directory.stat("vpasswd"))
             if cdb_time is not None and (text_time is None or cdb_time >= text_time):

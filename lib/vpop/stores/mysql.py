@@ -11,7 +11,7 @@ from vpop.credentials import read_vpopmail_mysql
 from vpop.errors import TemporaryFailure
 from vpop.names import valid_domain
 from vpop.sqldb import Database
-from vpop.stores.base import Store, User, to_int
+from vpop.stores.base import Store, User, column_text, to_int
 
 LASTAUTH_TABLE = (
     "CREATE TABLE IF NOT EXISTS lastauth (user char(32) NOT NULL, domain char(96) NOT NULL, "
@@ -146,7 +146,7 @@ class MysqlStore(Store):
             raise TemporaryFailure(f"user {record.name}@{domain.real} vanished from {table}")
         if not rows[0][0]:
             raise TemporaryFailure(f"pw_dir of {record.name}@{domain.real} could not be stored")
-        record.dir = str(rows[0][0])
+        record.dir = column_text(rows[0][0])
         return record.dir
 
     def set_lastauth(self, record: User, domain: Domain, ip: str, now: int) -> None:
