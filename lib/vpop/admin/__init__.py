@@ -1,6 +1,6 @@
 """Adding domains and users the way vpopmail's ``vadddomain``/``vadduser`` lay them out.
 
-Used by the demo, the tests and the ``vpop-admin`` command.  A domain gets its directory
+Used by the demo, the tests and the admin commands (package ``vpop_admin``).  A domain gets its directory
 under ``~vpopmail/domains``, a ``.qmail-default`` that runs vdelivermail, and the
 ``users/assign`` line ``+D-:D:U:G:P:-::`` (alias domains ``+A-:D:U:G:P:-::``) compiled
 into ``users/cdb``.  A user gets a hashed directory with its Maildir and a record in the
