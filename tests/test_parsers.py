@@ -88,6 +88,7 @@ VALID = {
     "mysql_limits": BOOL,
     "mysql_connect_timeout": NUMBER,
     "mysql_query_timeout": NUMBER,
+    "rehash_on_login": BOOL,
 }
 PAD = st.sampled_from(["", " ", "\t", "  ", " \t "])
 JUNK_LINE = st.one_of(

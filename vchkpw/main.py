@@ -194,6 +194,8 @@ def authenticate(login: Login, settings, data: bytes) -> None:
 
     if not login.lookup_only:
         login.say(vlog.AUTH, f"({auth_type}) login success {login.who()}")
+        if auth_type == "PLAIN" and settings.rehash_on_login:
+            rehash_password(login, store, record, domain, password, settings.password_scheme)
         after_login(login, settings, store, record, domain, flags)
     store.close()
     ident = Identity(record.name, domain.uid, domain.gid, record.dir, domain)
@@ -310,6 +312,42 @@ def make_blank_dir(login: Login, store, record, domain) -> None:
     except TemporaryFailure as exc:
         login.say(vlog.INTERNAL, f"dir auto create failed {login.who()}")
         raise TemporaryFailure(f"dir auto create failed: {exc.message}", 14) from None
+
+
+def rehash_password(login: Login, store, record, domain, password: bytes, scheme: str) -> None:
+    """``rehash_on_login``: a stored hash weaker than the policy becomes a ``scheme`` hash of the
+    password that was just checked, compare-and-set; a failure is logged, never refuses the login.
+
+    Nothing here runs (and nothing is imported) unless the stored hash is weaker.  Left alone:
+    a password that is not UTF-8 (crypt(3) through ``_crypt`` takes text), and a DES hash with a
+    password longer than 8 bytes (DES checked only the first 8: which password the user means
+    cannot be known).
+    """
+    from vpop import passwords
+
+    old = record.passwd
+    if not passwords.weaker_than_policy(old, scheme):
+        return
+    kind = passwords.hash_scheme(old)[0]
+    try:
+        text = password.decode("utf-8")
+    except UnicodeDecodeError:
+        return
+    if kind == "des" and len(password) > 8:
+        login.say(vlog.AUTH, f"password not rehashed: DES and more than 8 bytes {login.who()}")
+        return
+    try:
+        new = passwords.new_hash(text, scheme)
+        store.connect_for_updates()  # before the switch to the domain's uid (a root-only socket)
+        with store.as_mail_user(domain):  # CDB: vpasswd is the domain's
+            written = store.replace_password_hash(record, domain, old, new)
+    except (TemporaryFailure, OSError, ValueError) as exc:
+        login.say(vlog.INTERNAL, f"password not rehashed {login.who()}: {exc}")
+        return
+    if written:
+        login.say(vlog.AUTH, f"password rehashed {kind} -> {scheme} {login.who()}")
+    else:
+        login.say(vlog.AUTH, f"password not rehashed: changed meanwhile {login.who()}")
 
 
 def after_login(login: Login, settings, store, record, domain, flags: int) -> None:

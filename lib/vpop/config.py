@@ -78,6 +78,7 @@ _KEYS = {
     "rebuild_tcpserver_file": (_boolean, True),
     "exit_codes": (_choice(*_EXIT_CODES), "checkpassword"),
     "password_scheme": (_choice(*_POLICY_SCHEMES), "sha512-crypt"),
+    "rehash_on_login": (_boolean, False),
     "mysql_credentials": (_path, None),
     "mysql_limits": (_boolean, False),
     "mysql_connect_timeout": (_number, 2),
@@ -121,6 +122,7 @@ class Settings:
     rebuild_tcpserver_file: bool
     exit_codes: str
     password_scheme: str
+    rehash_on_login: bool
     mysql_credentials: str
     mysql_limits: bool
     mysql_connect_timeout: int

@@ -168,6 +168,140 @@ def cram_md5_verify(response: bytes, challenge: bytes, clear: str) -> bool:
     return equal(digest, response)
 
 
+# --- The policy: new hashes, and which stored hashes are weaker than it ---------------------
+#
+# Strength order (a rank; higher is stronger), for ``rehash_on_login``:
+#   0 clear ({PLAIN}, {CLEAR}...)  1 fast digests ({MD5}, {SHA}, {SSHA*}...)  2 DES crypt
+#   3 MD5-crypt ($1$)  4 SHA256-crypt ($5$)  5 SHA512-crypt ($6$)  6 bcrypt ($2a/b/y$) = yescrypt ($y$)
+# A stored hash is weaker than the policy when its rank is lower, or when it is the policy's own
+# scheme at a lower cost (SHA-crypt with fewer rounds than 5000, bcrypt under cost 12).  bcrypt and
+# yescrypt rank alike: neither is rewritten into the other.  Anything else (an unknown prefix, a
+# locked ``*``/``!`` hash) is never rewritten.
+_ITOA64 = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # crypt(3)'s alphabet
+_BCRYPT64 = "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"  # bcrypt's own order
+_RANK = {"md5-crypt": 3, "sha256-crypt": 4, "sha512-crypt": 5, "bcrypt": 6, "yescrypt": 6}
+SHA_CRYPT_ROUNDS = 5000  # crypt(3)'s default, as vpopmail 5.6 writes them
+BCRYPT_COST = 12  # passlib's default, what the admin tools wrote
+# libxcrypt's crypt_gensalt("$y$", 0, ...): yescrypt flavour j, N = 2^12, r = 32 (the "9T"),
+# Debian's default (login.defs YESCRYPT_COST_FACTOR 5).
+YESCRYPT_PARAMS = "$y$j9T$"
+
+
+def hash_scheme(stored: str) -> tuple[str, int]:
+    """(scheme, cost) of a stored hash: ("plain", 0), ("des", 0), ("sha512-crypt", rounds) ...
+
+    ("", 0) for what the policy never rewrites (unknown formats, locked or empty hashes).
+    """
+    prefix, rest = split_scheme(stored)
+    if prefix in _PLAIN_SCHEMES:
+        return "plain", 0
+    if prefix in _PASSLIB_SCHEMES:
+        return "digest", 0
+    if prefix and prefix not in _CRYPT_SCHEMES:
+        return "", 0
+    if rest.startswith("$1$"):
+        return "md5-crypt", 0
+    if rest.startswith(("$5$", "$6$")):
+        rounds = SHA_CRYPT_ROUNDS
+        if rest[3:].startswith("rounds="):
+            number = rest[10:].split("$", 1)[0]
+            rounds = int(number) if number.isdigit() and number.isascii() and len(number) < 10 else 0
+        return ("sha256-crypt" if rest[1] == "5" else "sha512-crypt"), rounds
+    if rest[:4] in ("$2a$", "$2b$", "$2y$"):
+        cost = rest[4:6]
+        return "bcrypt", int(cost) if cost.isdigit() and cost.isascii() else 0
+    if rest.startswith("$y$"):
+        return "yescrypt", 0
+    if len(rest) == 13 and all(c in _ITOA64 for c in rest):
+        return "des", 0
+    if len(rest) == 20 and rest[0] == "_" and all(c in _ITOA64 for c in rest[1:]):
+        return "des", 0  # BSDi extended DES
+    return "", 0
+
+
+def weaker_than_policy(stored: str, scheme: str) -> bool:
+    """Whether ``stored`` is weaker than new hashes of the policy ``scheme`` (see the order above)."""
+    kind, cost = hash_scheme(stored)
+    if not kind:
+        return False
+    rank = {"plain": 0, "digest": 1, "des": 2}.get(kind) or _RANK[kind]
+    if rank != _RANK[scheme]:
+        return rank < _RANK[scheme]
+    if kind != scheme:
+        return False  # bcrypt and yescrypt: alike
+    if kind == "sha512-crypt":
+        return cost < SHA_CRYPT_ROUNDS
+    if kind == "bcrypt":
+        return cost < BCRYPT_COST
+    return False
+
+
+def _salt_chars(count: int) -> str:
+    """``count`` characters of crypt(3)'s alphabet, each uniformly from ``secrets``."""
+    import secrets
+
+    return "".join(secrets.choice(_ITOA64) for _ in range(count))
+
+
+def _encode64(data: bytes, alphabet: str, little_endian: bool) -> str:
+    """crypt's base-64: yescrypt packs 3 bytes little-endian and emits the low 6 bits first; bcrypt
+    packs them big-endian and emits the high bits first.  A short last group emits only the
+    characters its bits need (16 bytes -> 22 characters for both)."""
+    out = []
+    for start in range(0, len(data), 3):
+        group = data[start:start + 3]
+        chars = len(group) + 1
+        if little_endian:
+            value = int.from_bytes(group, "little")
+            out.extend(alphabet[(value >> (6 * i)) & 63] for i in range(chars))
+        else:
+            value = int.from_bytes(group + bytes(3 - len(group)), "big")
+            out.extend(alphabet[(value >> (18 - 6 * i)) & 63] for i in range(chars))
+    return "".join(out)
+
+
+def new_salt(scheme: str) -> str:
+    """A crypt(3) setting for a new hash of ``scheme``, its randomness from ``secrets``.
+
+    Formats as libxcrypt's ``crypt_gensalt`` makes them (tests compare the two): md5-crypt
+    ``$1$`` + 8 characters, sha512-crypt ``$6$`` + 16 (no ``rounds=``: the default 5000),
+    yescrypt ``$y$j9T$`` + 16 random bytes in yescrypt's encoding, bcrypt ``$2b$12$`` + 16 bytes
+    in bcrypt's.
+    """
+    if scheme == "md5-crypt":
+        return "$1$" + _salt_chars(8)
+    if scheme == "sha512-crypt":
+        return "$6$" + _salt_chars(16)
+    import secrets
+
+    if scheme == "yescrypt":
+        return YESCRYPT_PARAMS + _encode64(secrets.token_bytes(16), _ITOA64, True)
+    if scheme == "bcrypt":
+        return f"$2b${BCRYPT_COST:02d}$" + _encode64(secrets.token_bytes(16), _BCRYPT64, False)
+    raise ValueError(f"unknown password scheme {scheme!r}")
+
+
+def new_hash(password: str, scheme: str) -> str:
+    """A new hash of ``password`` in the policy ``scheme`` (one of :data:`POLICY_SCHEMES`).
+
+    Made by the C library's crypt(3) (libxcrypt) through ``_crypt``, never passlib: a login that
+    rehashes pays no passlib import.  Raises ValueError when crypt(3) refuses (a NUL in the
+    password, a scheme this libcrypt lacks): the caller keeps the old hash.
+    """
+    if "\0" in password:
+        raise ValueError("a password with a NUL cannot be hashed by crypt(3)")
+    import _crypt
+
+    setting = new_salt(scheme)
+    try:
+        result = _crypt.crypt(password, setting)
+    except OSError as exc:
+        raise ValueError(f"crypt(3) refused {scheme}: {exc.strerror}") from None
+    if not result or result.startswith("*") or not result.startswith(setting[:7]):
+        raise ValueError(f"crypt(3) cannot make {scheme} hashes")
+    return result
+
+
 def make_hash(password: str, method: str = "md5") -> str:
     """A new crypt(3) hash (for the admin tools and tests): md5 (vpopmail 5.4), sha512, bcrypt.
 

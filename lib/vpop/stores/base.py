@@ -118,6 +118,16 @@ class Store:
     def set_lastauth(self, record: User, domain: Domain, ip: str, now: int) -> None:
         raise NotImplementedError
 
+    def replace_password_hash(self, record: User, domain: Domain, old: str, new: str) -> bool:
+        """Compare-and-set of the stored hash (the login-time rehash): ``new`` replaces ``old``
+        only if ``old`` is still what is stored; returns whether it did.
+
+        A password changed meanwhile (vpasswd, vpopmaild, billing) is never overwritten; only the
+        hash changes (not the clear password, not any other field).  ``record.passwd`` is set to
+        ``new`` when it was written.  Raises TemporaryFailure when the store cannot be written.
+        """
+        raise NotImplementedError
+
     def open_relay(self, ip: str, now: int) -> None:
         raise NotImplementedError
 

@@ -171,6 +171,29 @@ class CdbStore(Store):
         record.dir = path
         return path
 
+    def replace_password_hash(self, record: User, domain: Domain, old: str, new: str) -> bool:
+        """Under the vpasswd lock: re-read the line; only its hash field changes, and only if it is
+        still ``old``.  vpasswd and vpasswd.cdb are rewritten (temp file, fsync, rename) with the
+        domain's uid/gid: the caller runs this as the domain's uid (``as_mail_user``)."""
+        prefix = record.name + ":"
+        try:
+            with VpasswdLock(domain.dir):
+                lines = read_lines(domain.dir)
+                for i, line in enumerate(lines):
+                    if line.startswith(prefix):
+                        current, sep, tail = line[len(prefix):].partition(":")
+                        if current != old:
+                            return False
+                        lines[i] = prefix + new + sep + tail
+                        break
+                else:
+                    return False  # removed meanwhile: nothing to upgrade
+                write_vpasswd(domain.dir, lines, domain.uid, domain.gid)
+        except OSError as exc:
+            raise TemporaryFailure(f"cannot update {domain.dir}/vpasswd: {exc.strerror}") from None
+        record.passwd = new
+        return True
+
     def set_lastauth(self, record: User, domain: Domain, ip: str, now: int) -> None:
         """``<pw_dir>/lastauth``: the IP without a newline, mtime = ``now``, the domain's uid/gid.
 

@@ -149,6 +149,21 @@ class MysqlStore(Store):
         record.dir = column_text(rows[0][0])
         return record.dir
 
+    def replace_password_hash(self, record: User, domain: Domain, old: str, new: str) -> bool:
+        """``UPDATE ... SET pw_passwd = new WHERE <the user> AND pw_passwd = old`` on the update
+        connection: a hash changed since it was read (or on the primary, not yet on a replica) is
+        left alone.  The old hash is compared as bytes: the column's ci collation would fold case
+        and ignore trailing spaces."""
+        if self.settings.many_domains:
+            table, where, key = "vpopmail", "pw_name = %s AND pw_domain = %s", (record.name, domain.real)
+        else:
+            table, where, key = table_name(domain.real), "pw_name = %s", (record.name,)
+        changed = self.db.execute(f"UPDATE `{table}` SET pw_passwd = %s WHERE {where} "
+                                  "AND CAST(pw_passwd AS BINARY) = CAST(%s AS BINARY)", (new, *key, old))
+        if changed == 1:
+            record.passwd = new
+        return changed == 1
+
     def set_lastauth(self, record: User, domain: Domain, ip: str, now: int) -> None:
         self.db.execute("REPLACE INTO lastauth (user, domain, remote_ip, timestamp) VALUES (%s, %s, %s, %s)",
                         (record.name, domain.real, ip, now), create=LASTAUTH_TABLE)
