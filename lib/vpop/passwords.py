@@ -179,7 +179,8 @@ def cram_md5_verify(response: bytes, challenge: bytes, clear: str) -> bool:
 # locked ``*``/``!`` hash) is never rewritten.
 _ITOA64 = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # crypt(3)'s alphabet
 _BCRYPT64 = "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"  # bcrypt's own order
-_RANK = {"md5-crypt": 3, "sha256-crypt": 4, "sha512-crypt": 5, "bcrypt": 6, "yescrypt": 6}
+_RANK = {"plain": 0, "digest": 1, "des": 2, "md5-crypt": 3, "sha256-crypt": 4, "sha512-crypt": 5,
+         "bcrypt": 6, "yescrypt": 6}
 SHA_CRYPT_ROUNDS = 5000  # crypt(3)'s default, as vpopmail 5.6 writes them
 BCRYPT_COST = 12  # passlib's default, what the admin tools wrote
 # libxcrypt's crypt_gensalt("$y$", 0, ...): yescrypt flavour j, N = 2^12, r = 32 (the "9T"),
@@ -224,7 +225,7 @@ def weaker_than_policy(stored: str, scheme: str) -> bool:
     kind, cost = hash_scheme(stored)
     if not kind:
         return False
-    rank = {"plain": 0, "digest": 1, "des": 2}.get(kind) or _RANK[kind]
+    rank = _RANK[kind]
     if rank != _RANK[scheme]:
         return rank < _RANK[scheme]
     if kind != scheme:
