@@ -112,6 +112,33 @@ def measure_store(runs: int, store: str, budgets: tuple[float, float],
     report(f"vdelivermail 4 KB, {store} store", seconds, floor, budgets[1])
 
 
+def measure_rehash(runs: int) -> None:
+    """A CDB login that rehashes MD5-crypt -> sha512-crypt (``rehash_on_login``): a fresh MD5 user
+    per run, so every measured login rewrites vpasswd and vpasswd.cdb."""
+    from vpop import admin
+    from vpop.config import load_settings
+
+    config, base, domain_dir = sandbox("cdb")
+    with open(config, "a") as handle:
+        handle.write("rehash_on_login = yes\n")
+    settings = load_settings({"VPOP_CONFIG": config})
+    for i in range(runs + 1):
+        admin.add_user(settings, "example.com", f"u{i}", "secret", hash_method="md5")
+    env = {"PATH": "/usr/bin:/bin", "VPOP_CONFIG": config, "TCPLOCALPORT": "110", "TCPREMOTEIP": "192.0.2.10"}
+    argv = [f"{VENV_BIN}/vchkpw", "/bin/true"]
+    spawn_time(argv, env, fd3=f"u{runs}@example.com\0secret\0\0".encode())
+    subject, floor = [], []
+    for i in range(runs):
+        floor.append(spawn_time(FLOOR_ARGV, FLOOR_ENV))
+        subject.append(spawn_time(argv, env, fd3=f"u{i}@example.com\0secret\0\0".encode()))
+    with open(f"{domain_dir}/vpasswd") as handle:
+        rehashed = sum(1 for line in handle if line.split(":")[1].startswith("$6$"))
+    if rehashed != runs + 1:
+        raise RuntimeError(f"{rehashed} of {runs + 1} users rehashed")
+    report("vchkpw login, cdb store, MD5 -> sha512 rehash", statistics.median(subject),
+           statistics.median(floor), None)
+
+
 def measure_refusals(runs: int, store: str, mysql: dict | None = None) -> None:
     """Medians of refused logins: a wrong password against an unknown user and an unknown domain.
 
@@ -258,6 +285,7 @@ def main() -> int:
     print(f"floor: {PYTHON} -I -c pass: {floor * 1000:.2f} ms (median of {args.runs})")
 
     measure_store(args.runs, "cdb", (1.6, 1.8))
+    measure_rehash(args.runs)
     measure_refusals(args.runs, "cdb")
     sys.path.insert(0, os.path.join(ROOT, "tests"))
     from servers import private_mariadb
