@@ -54,6 +54,7 @@ def command(args: Sequence[str]) -> int:
     found = users.find_domain(settings, domain)
     store = users.open_store(settings)
     try:
+        store.create_tables(found)
         if store.get_user(user, found) is not None:
             raise cli.AdminError("Error: User already exists")
         if not no_password and crypted is None and not password:

@@ -275,6 +275,7 @@ def create_user(settings: Settings, store: Store, domain: Domain, user: str, pas
     # vpasswd lines carry pw_uid 1 (vauth_adduser_line's USE_POP), SQL rows 0
     pw_uid = 1 if settings.store == "cdb" else 0
     store.connect_for_updates()
+    store.create_tables(domain)
     with store.locked(domain):
         if store.get_user(user, domain) is not None:
             raise AdminError("Error: User already exists")

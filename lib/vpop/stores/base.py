@@ -172,6 +172,10 @@ class Store:
         """Context for a read-check-write of the domain's users (CDB: ``.vpasswd.lock``, re-entrant)."""
         return _NO_SWITCH
 
+    def create_tables(self, domain: Domain) -> None:
+        """Make what the domain's users are kept in, if missing (SQL: vpopmail's ``vauth_adddomain``)."""
+        return None
+
     def insert_user(self, record: User, domain: Domain) -> bool:
         """Add a new user; False (nothing changed) when the name is taken."""
         raise NotImplementedError

@@ -108,6 +108,13 @@ class MysqlStore(Store):
         return User(row[0], domain.real, row[1], to_int(row[2]), to_int(row[3]), row[4], row[5], row[6],
                     clear)
 
+    def create_tables(self, domain: Domain) -> None:
+        """The user table (``vpopmail``, or the domain's own table when many_domains is off)."""
+        if self.settings.many_domains:
+            self.db.execute(user_table_sql("vpopmail", True))
+        else:
+            self.db.execute(user_table_sql(table_name(domain.real), False))
+
     def insert_user(self, record: User, domain: Domain) -> bool:
         """One ``INSERT IGNORE``: no row is touched when the name is taken (another vadduser won)."""
         values = [record.name, record.passwd, record.uid, record.gid, record.gecos, record.dir, record.shell,
