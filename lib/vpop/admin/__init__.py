@@ -71,21 +71,8 @@ def add_domain(settings: Settings, domain: str, uid: int, gid: int, vdelivermail
     return domain_dir
 
 
-def add_user(settings: Settings, domain: str, user: str, password: str, *, quota: str = "NOQUOTA",
-             flags: int = 0, gecos: str = "", hash_method: str = "md5", blank_dir: bool = False,
-             store=None) -> User:
-    """Create a user in the configured store; ``blank_dir`` leaves pw_dir empty (as billing does)."""
-    from vpop.passwords import make_hash
-    from vpop.stores import open_store
+def add_user(settings: Settings, domain: str, user: str, password: str, **options) -> User:
+    """Create a user in the configured store (moved to :func:`vpop.admin.users.add_user`)."""
+    from vpop.admin.users import add_user as add
 
-    found = assign.lookup(settings.qmail_home, domain.lower())
-    if found is None:
-        raise ValueError(f"no such domain {domain}")
-    store = store or open_store(settings)
-    user = user.lower()
-    path = "" if blank_dir else store.make_user_dir(found, user, found.uid if os.geteuid() == 0 else None,
-                                                     found.gid)
-    record = User(user, found.real, make_hash(password, hash_method), 0, flags, gecos or user, path, quota,
-                  password if settings.clear_passwords else "")
-    store.add_user(record, found)
-    return record
+    return add(settings, domain, user, password, **options)

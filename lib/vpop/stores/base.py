@@ -176,6 +176,102 @@ class Store:
     def close(self) -> None:
         pass
 
+    # ------------------------------------------------------------------ admin updates (vadduser ...)
+
+    def locked(self, domain: Domain):
+        """Context for a read-check-write of the domain's users (CDB: ``.vpasswd.lock``, re-entrant)."""
+        return _NO_SWITCH
+
+    def create_tables(self, domain: Domain) -> None:
+        """Make what the domain's users are kept in, if missing (SQL: vpopmail's ``vauth_adddomain``)."""
+        return None
+
+    def insert_user(self, record: User, domain: Domain) -> bool:
+        """Add a new user; False (nothing changed) when the name is taken."""
+        raise NotImplementedError
+
+    def update_user(self, record: User, domain: Domain) -> bool:
+        """Rewrite an existing user's record; False when there is no such user."""
+        raise NotImplementedError
+
+    def delete_user(self, name: str, domain: Domain) -> bool:
+        """Remove the user's record (and its lastauth/valias rows); False when there is none."""
+        raise NotImplementedError
+
+    def list_users(self, domain: Domain) -> list[User]:
+        """Every user of the domain, by name."""
+        raise NotImplementedError
+
+    def get_lastauth(self, record: User, domain: Domain) -> tuple[int, str] | None:
+        """``(time, ip)`` of the last login (``0.0.0.0``: created, never logged in), None if unknown."""
+        return None
+
+    def release_user_subdir(self, domain: Domain, user_dir: str, name: str) -> None:
+        """A user is gone: one user less in the hashing state (vpopmail's ``dec_dir_control``), and
+        its hash directory listed in ``.dir_control_free`` for the next user (``backfill``)."""
+        release_subdir_file(domain, user_dir, name)
+        forget_user(domain.dir, domain.uid if _is_root() else None, domain.gid)
+
+
+def _is_root() -> bool:
+    import os
+
+    return os.geteuid() == 0
+
+
+def _rewrite_state(path: str, change, uid: int | None, gid: int | None) -> None:
+    """Rewrite a hashing-state file of the domain directory (never through a link) with ``change``."""
+    from vpop.files import ANY_OWNER, read_file, replace_file
+
+    data = read_file(path, 1 << 20, owners=ANY_OWNER)
+    text = change("" if data is None else data.decode("utf-8", "replace"))
+    if text is not None:
+        replace_file(path, lambda handle: handle.write(text.encode()), uid, gid, 0o600)
+
+
+def forget_user(domain_dir: str, uid: int | None, gid: int | None) -> None:
+    """vpopmail's ``dec_dir_control``: ``cur_users`` (the first line of ``.dir-control``) less one."""
+    from vpop.files import lock_file
+    from vpop.numbers import ascii_number
+
+    def change(text: str) -> str | None:
+        first, newline, rest = text.partition("\n")
+        count = ascii_number(first.strip().encode(), 999_999_999) or 0
+        if count <= 0:
+            return None
+        return f"{count - 1}{newline or chr(10)}{rest}"
+
+    import os
+
+    fd = lock_file(domain_dir + "/.dir-control.lock", uid, gid)
+    try:
+        _rewrite_state(domain_dir + "/.dir-control", change, uid, gid)
+    finally:
+        os.close(fd)
+
+
+def release_subdir_file(domain: Domain, user_dir: str, name: str) -> None:
+    """vpopmail's ``backfill``: the hash part of ``user_dir`` (``0/A`` of ``<domain>/0/A/<name>``)
+    appended to ``.dir_control_free``, so that the next new user takes it."""
+    import os
+
+    from vpop.files import lock_file
+
+    prefix = domain.dir.rstrip("/") + "/"
+    if not user_dir.startswith(prefix) or not user_dir.endswith("/" + name):
+        return
+    subdir = user_dir[len(prefix):-len(name) - 1]
+    if not subdir:
+        return
+    uid = domain.uid if _is_root() else None
+    fd = lock_file(domain.dir + "/.dir-control.lock", uid, domain.gid)
+    try:
+        _rewrite_state(domain.dir + "/.dir_control_free",
+                       lambda text: text + ("" if not text or text.endswith("\n") else "\n") + subdir + "\n",
+                       uid, domain.gid)
+    finally:
+        os.close(fd)
+
 
 class Account:
     """A login of the account-based stores (qmail-mysql ``mailbox``, vmail-sql ``popbox``).

@@ -79,6 +79,33 @@ class VpasswdLock:
         os.close(self.fd)
 
 
+class _HeldLock:
+    """One ``VpasswdLock`` per domain directory and store, taken once however deep the nesting."""
+
+    def __init__(self, store: "CdbStore", domain_dir: str) -> None:
+        self.store = store
+        self.domain_dir = domain_dir
+
+    def __enter__(self) -> "_HeldLock":
+        held = self.store.__dict__.setdefault("_held", {})
+        entry = held.get(self.domain_dir)
+        if entry is None:
+            lock = VpasswdLock(self.domain_dir)
+            lock.__enter__()
+            held[self.domain_dir] = [lock, 1]
+        else:
+            entry[1] += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        held = self.store.__dict__["_held"]
+        entry = held[self.domain_dir]
+        entry[1] -= 1
+        if entry[1] == 0:
+            del held[self.domain_dir]
+            entry[0].__exit__()
+
+
 def read_lines(domain_dir: str, directory: "UserDir | None" = None) -> list[str]:
     """The vpasswd lines of a domain (empty list if there is no vpasswd).
 
@@ -132,13 +159,91 @@ class CdbStore(Store):
     def add_user(self, record: User, domain: Domain) -> None:
         """Insert a vpasswd line in sorted position (as vadduser does) and rebuild the cdb."""
         line = format_line(record, self.settings.clear_passwords)
-        with VpasswdLock(domain.dir):
+        with self.locked(domain):
             lines = [entry for entry in read_lines(domain.dir) if not entry.startswith(record.name + ":")]
             position = next((i for i, entry in enumerate(lines) if entry.split(":", 1)[0] > record.name),
                             len(lines))
             lines.insert(position, line)
             uid = domain.uid if os.geteuid() == 0 else None
             write_vpasswd(domain.dir, lines, uid, domain.gid)
+
+    def locked(self, domain: Domain) -> "_HeldLock":
+        """``.vpasswd.lock``, re-entrant within this store (a second ``lockf`` of the same file in
+        one process would be released by the first ``close``)."""
+        return _HeldLock(self, domain.dir)
+
+    def _rewrite(self, domain: Domain, change) -> bool:
+        """Under the lock: ``change(lines)`` edits the vpasswd lines in place (False: no change)."""
+        with self.locked(domain):
+            lines = read_lines(domain.dir)
+            if not change(lines):
+                return False
+            write_vpasswd(domain.dir, lines, domain.uid if os.geteuid() == 0 else None, domain.gid)
+            return True
+
+    def insert_user(self, record: User, domain: Domain) -> bool:
+        line = format_line(record, self.settings.clear_passwords)
+        prefix = record.name + ":"
+
+        def change(lines: list[str]) -> bool:
+            if any(entry.startswith(prefix) for entry in lines):
+                return False
+            # vauth_adduser: before the first line whose name sorts after (strcmp) the new one
+            position = next((i for i, entry in enumerate(lines)
+                             if entry.split(":", 1)[0].encode("utf-8", "surrogateescape")
+                             > record.name.encode()), len(lines))
+            lines.insert(position, line)
+            return True
+
+        return self._rewrite(domain, change)
+
+    def update_user(self, record: User, domain: Domain) -> bool:
+        prefix = record.name + ":"
+
+        def change(lines: list[str]) -> bool:
+            for i, entry in enumerate(lines):
+                if entry.startswith(prefix):
+                    lines[i] = format_line(record, self.settings.clear_passwords or entry.count(":") >= 7)
+                    return True
+            return False
+
+        return self._rewrite(domain, change)
+
+    def delete_user(self, name: str, domain: Domain) -> bool:
+        prefix = name + ":"
+
+        def change(lines: list[str]) -> bool:
+            kept = [entry for entry in lines if not entry.startswith(prefix)]
+            if len(kept) == len(lines):
+                return False
+            lines[:] = kept
+            return True
+
+        return self._rewrite(domain, change)
+
+    def list_users(self, domain: Domain) -> list[User]:
+        """The vpasswd lines in file order (vadduser keeps them sorted)."""
+        users = []
+        for line in read_lines(domain.dir):
+            name, _, rest = line.partition(":")
+            users.append(parse_record(name, domain.real, rest))
+        return users
+
+    def get_lastauth(self, record: User, domain: Domain) -> tuple[int, str] | None:
+        """``<pw_dir>/lastauth``: its mtime and its text (the IP), read without following a link."""
+        if not record.dir.startswith("/"):
+            return None
+        from vpop.files import FileProblem, UserDir
+
+        try:
+            with UserDir(record.dir, (domain.uid,), follow=True) as directory:
+                info = directory.stat("lastauth")
+                if info is None:
+                    return None
+                data = directory.read("lastauth", 256, truncate=True) or b""
+        except (FileProblem, TemporaryFailure, OSError):
+            return None
+        return int(info.st_mtime), data.decode("ascii", "replace").strip()
 
     def source(self, domain: Domain) -> str:
         return f"{domain.dir}/vpasswd"

@@ -96,6 +96,112 @@ class MysqlStore(Store):
         marks = ", ".join(["%s"] * len(values))
         self.db.execute(f"REPLACE INTO `{table}` ({columns}) VALUES ({marks})", tuple(values), create=create)
 
+    def _user_table(self, domain: Domain) -> tuple[str, str, tuple]:
+        """(table, WHERE for one user with a %s for the name, the domain's extra parameters)."""
+        if self.settings.many_domains:
+            return "vpopmail", "pw_name = %s AND pw_domain = %s", (domain.real,)
+        return table_name(domain.real), "pw_name = %s", ()
+
+    def _row_to_user(self, row, domain: Domain) -> User:
+        row = [column_text(value) for value in row]
+        clear = row[7] if len(row) > 7 else ""
+        return User(row[0], domain.real, row[1], to_int(row[2]), to_int(row[3]), row[4], row[5], row[6],
+                    clear)
+
+    def create_tables(self, domain: Domain) -> None:
+        """The user table (``vpopmail``, or the domain's own table when many_domains is off)."""
+        if self.settings.many_domains:
+            self.db.execute(user_table_sql("vpopmail", True))
+        else:
+            self.db.execute(user_table_sql(table_name(domain.real), False))
+
+    def insert_user(self, record: User, domain: Domain) -> bool:
+        """One ``INSERT IGNORE``: no row is touched when the name is taken (another vadduser won)."""
+        values = [record.name, record.passwd, record.uid, record.gid, record.gecos, record.dir, record.shell,
+                  record.clear]
+        columns = "pw_name, pw_passwd, pw_uid, pw_gid, pw_gecos, pw_dir, pw_shell, pw_clear_passwd"
+        if self.settings.many_domains:
+            table, create = "vpopmail", user_table_sql("vpopmail", True)
+            columns += ", pw_domain"
+            values.append(domain.real)
+        else:
+            table = table_name(domain.real)
+            create = user_table_sql(table, False)
+        marks = ", ".join(["%s"] * len(values))
+        return self.db.execute(f"INSERT IGNORE INTO `{table}` ({columns}) VALUES ({marks})", tuple(values),
+                               create=create) == 1
+
+    def update_user(self, record: User, domain: Domain) -> bool:
+        table, where, extra = self._user_table(domain)
+        if not self.db.query(f"SELECT 1 FROM `{table}` WHERE {where}", (record.name, *extra),
+                             missing_table_ok=True, primary=True):
+            return False
+        self.db.execute(f"UPDATE `{table}` SET pw_passwd = %s, pw_uid = %s, pw_gid = %s, pw_gecos = %s, "
+                        f"pw_dir = %s, pw_shell = %s, pw_clear_passwd = %s WHERE {where}",
+                        (record.passwd, record.uid, record.gid, record.gecos, record.dir, record.shell,
+                         record.clear, record.name, *extra))
+        return True
+
+    def delete_user(self, name: str, domain: Domain) -> bool:
+        """The user's row, its ``lastauth`` row and its ``valias`` rows, in one transaction."""
+        table, where, extra = self._user_table(domain)
+        statements = [(f"DELETE FROM `{table}` WHERE {where}", (name, *extra)),
+                      ("DELETE FROM lastauth WHERE user = %s AND domain = %s", (name, domain.real)),
+                      ("DELETE FROM valias WHERE alias = %s AND domain = %s", (name, domain.real))]
+        return self._transaction(statements)[0] > 0
+
+    def _transaction(self, statements: list[tuple[str, tuple]]) -> list[int]:
+        """Run the statements in one transaction (a missing table counts as no rows); all or nothing."""
+        from vpop.errors import DatabaseFailure
+        from vpop.sqldb import _code
+
+        conn = self.db.writer()
+        errors = self.db._errors()
+        counts = []
+        try:
+            conn.begin()
+            with conn.cursor() as cursor:
+                for sql, args in statements:
+                    try:
+                        counts.append(cursor.execute(sql, args))
+                    except errors as exc:
+                        if _code(exc) != 1146:
+                            raise
+                        counts.append(0)
+            conn.commit()
+        except errors as exc:
+            try:
+                conn.rollback()
+            except errors:
+                pass
+            raise DatabaseFailure(f"database update failed: {self.db._describe(exc)}") from None
+        return counts
+
+    def list_users(self, domain: Domain) -> list[User]:
+        columns = "pw_name, pw_passwd, pw_uid, pw_gid, pw_gecos, pw_dir, pw_shell, pw_clear_passwd"
+        if self.settings.many_domains:
+            rows = self.db.query(f"SELECT {columns} FROM vpopmail WHERE pw_domain = %s ORDER BY pw_name",
+                                 (domain.real,))
+        else:
+            rows = self.db.query(f"SELECT {columns} FROM `{table_name(domain.real)}` ORDER BY pw_name")
+        return [self._row_to_user(row, domain) for row in rows]
+
+    def get_lastauth(self, record: User, domain: Domain) -> tuple[int, str] | None:
+        rows = self.db.query("SELECT timestamp, remote_ip FROM lastauth WHERE user = %s AND domain = %s",
+                             (record.name, domain.real))
+        if not rows:
+            return None
+        return to_int(rows[0][0]), column_text(rows[0][1])
+
+    def release_user_subdir(self, domain: Domain, user_dir: str, name: str) -> None:
+        """``backfill`` into ``.dir_control_free`` (a file, as vpopmail keeps it for every store);
+        ``dec_dir_control`` on the ``dir_control`` row."""
+        from vpop.stores.base import release_subdir_file
+
+        release_subdir_file(domain, user_dir, name)
+        self.db.execute("UPDATE dir_control SET cur_users = cur_users - 1 "
+                        "WHERE domain = %s AND cur_users > 0", (domain.real,), create=DIR_CONTROL_TABLE)
+
     def probe(self) -> None:
         self.db.query("SELECT 1")
 

@@ -1,0 +1,74 @@
+"""vadduser: add a user to a domain (vpopmail's ``vadduser``)."""
+
+import sys
+from collections.abc import Sequence
+
+from vpop.admin import cli
+
+USAGE = """vadduser: usage: [options] email_address [passwd]
+options: -v (print the version)
+         -q quota_in_bytes (sets the users quota, use NOQUOTA for unlimited)
+         -c comment (sets the gecos comment field)
+         -e standard_encrypted_password
+            (MD5 '$1$', SHA-512 '$6$', etc.)
+            NOTE: Wrap the password in single quotes to prevent shell expansion:
+                  vadduser -e '$6$...hashed_password...' user@domain
+         -r[len] (generate a len (default 12) char random password)
+         -n (no password: vpopmail 5.4)"""
+
+
+def command(args: Sequence[str]) -> int:
+    from vpop.admin import users
+
+    opts, operands = users.options("vadduser", USAGE, list(args), "svc:nq:e:r::")
+    quota = gecos = crypted = None
+    password = ""
+    random = no_password = False
+    for letter, value in opts:
+        if letter == "v":
+            print(cli.version_line(), flush=True)
+        elif letter == "c":
+            gecos = value
+        elif letter == "q":
+            quota = value
+        elif letter == "e":
+            crypted = value
+        elif letter == "s":
+            print("Warning: The -s option has been disabled.", file=sys.stderr, flush=True)
+        elif letter == "n":
+            no_password = True
+        elif letter == "r":
+            random = True
+            password = users.random_password(users.random_length(value))
+    if not operands:
+        raise cli.Usage(USAGE)
+    address = operands[0]
+    if len(operands) > 1 and not no_password:
+        if random:
+            raise cli.AdminError("Error: don't use -r option when giving password on command line")
+        password = operands[1]
+    settings = users.load()
+    user, domain = users.parse_email(settings, address)
+    if not domain:
+        raise cli.AdminError(users.NOT_FULL_ADDRESS)
+    found = users.find_domain(settings, domain)
+    store = users.open_store(settings)
+    try:
+        store.create_tables(found)
+        if store.get_user(user, found) is not None:
+            raise cli.AdminError("Error: User already exists")
+        if not no_password and crypted is None and not password:
+            password = users.prompt_password(address)
+            if not password:
+                raise cli.AdminError("Error: No password entered\n" + USAGE)
+        users.create_user(settings, store, found, user, password, quota=quota, gecos=gecos or "",
+                          crypted="" if no_password and crypted is None else crypted)
+    finally:
+        store.close()
+    if random:
+        print(f"Random password: {password}", flush=True)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return cli.run(command, argv)
