@@ -27,8 +27,6 @@ MAX_PW_CLEAR_PASSWD = 128
 MAX_PW_QUOTA = 20
 RANDOM_LENGTH = 12  # vpopmail 5.6 (5.4: 8)
 RANDOM_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-# vpop.passwords.make_hash's method for each ``password_scheme`` (until passwords.new_hash lands)
-_MAKE_HASH_METHODS = {"sha512-crypt": "sha512", "md5-crypt": "md5", "bcrypt": "bcrypt"}
 
 ILLEGAL_USERNAME = "Error: Illegal username"
 DOMAIN_MISSING = "Error: Domain does not exist"
@@ -78,14 +76,7 @@ def new_password_hash(settings: Settings, password: str, method: str | None = No
 
     if method is not None:
         return passwords.make_hash(password, method)
-    new_hash = getattr(passwords, "new_hash", None)  # vpop.passwords.new_hash, once it exists
-    if new_hash is not None:
-        return new_hash(password, settings.password_scheme)
-    if settings.password_scheme not in _MAKE_HASH_METHODS:
-        from vpop.errors import TemporaryFailure
-
-        raise TemporaryFailure(f"password_scheme {settings.password_scheme} cannot make new hashes yet")
-    return passwords.make_hash(password, _MAKE_HASH_METHODS[settings.password_scheme])
+    return passwords.new_hash(password, settings.password_scheme)
 
 
 def random_password(length: int = RANDOM_LENGTH) -> str:
