@@ -26,10 +26,20 @@ def ip_alias_domain(settings, local_ip: str) -> str | None:
     """The domain mapped to ``local_ip``, or None to fall through to ``defaultdomain``."""
     ip = local_ip.rsplit(":", 1)[-1] if local_ip.startswith("::ffff:") else local_ip
     ip = sanitize_env_value(ip)
-    for line in _read_lines(settings.etc_dir + "/ip_alias_map"):
-        parts = line.split()
-        if len(parts) >= 2 and parts[0] == ip:
-            domain = parts[1].lower()
+    if settings.store == "mysql":  # vmysql's vget_ip_map: the ip_alias_map table
+        from vpop.stores.mysql import MysqlStore
+
+        store = MysqlStore(settings)
+        try:
+            pairs = store.ip_map()
+        finally:
+            store.close()
+    else:
+        lines = _read_lines(settings.etc_dir + "/ip_alias_map")
+        pairs = [(parts[0], parts[1]) for parts in map(str.split, lines) if len(parts) >= 2]
+    for address, mapped in pairs:
+        if address == ip:
+            domain = mapped.lower()
             local_names = _read_lines(settings.qmail_home + "/control/locals")
             return None if domain in {entry.strip().lower() for entry in local_names} else domain
     return None

@@ -235,7 +235,9 @@ def domain_default_quota(settings: Settings, store: Store, domain: Domain) -> st
     limits = store.domain_limits(domain)
     if limits is None:
         limits = read_limits_file(domain.dir, settings.etc_dir, domain.uid) or {}
-    size, count = atoi(limits.get("default_quota", "0")), atoi(limits.get("default_maxmsgcount", "0"))
+    # the file's names, else the ``limits`` table's columns (mysql_limits)
+    size = atoi(limits.get("default_quota", limits.get("defaultquota", "0")))
+    count = atoi(limits.get("default_maxmsgcount", limits.get("defaultmaxmsgcount", "0")))
     if size > 0:
         return f"{size}S,{count}C" if count > 0 else f"{size}S"
     return f"{count}C" if count > 0 else "NOQUOTA"

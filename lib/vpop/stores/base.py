@@ -206,11 +206,163 @@ class Store:
         """``(time, ip)`` of the last login (``0.0.0.0``: created, never logged in), None if unknown."""
         return None
 
+    # ------------------------------------------------------------------ valiases (valias)
+    # CDB: vpopmail keeps no valias table; an alias is qmail's ``.qmail-<alias>`` file in the domain
+    # directory (``.`` in the name written ``:``, as qmail-local looks it up), one delivery line a
+    # line, 0600 and the domain's uid/gid, read and written through :class:`vpop.files.UserDir`.
+
+    def list_valiases(self, domain: Domain, alias: str | None = None) -> list[tuple[str, str]]:
+        """``(alias, line)`` pairs of the domain (only ``alias``'s when given), by alias."""
+        import os
+
+        from vpop.files import UserDir
+
+        found = []
+        with UserDir(domain.dir, (domain.uid,), follow=True) as directory:
+            if alias is not None:
+                names = [dot_qmail_name(alias)]
+            else:
+                names = sorted(name for name in os.listdir(directory.fd)
+                               if name.startswith(".qmail-") and name != ".qmail-default"
+                               and ".tmp." not in name)
+            for name in names:
+                info = directory.stat(name)
+                if info is None or not _is_regular(info):
+                    continue
+                data = directory.read(name, 1 << 20) or b""
+                for line in data.decode("utf-8", "surrogateescape").split("\n"):
+                    line = line.rstrip(" \t\r")
+                    if line and not line.startswith("#"):
+                        found.append((name[len(".qmail-"):].replace(":", "."), line))
+        return found
+
+    def insert_valias(self, alias: str, domain: Domain, line: str) -> bool:
+        """Append ``line`` to the alias; False (nothing changed) when the alias has that line."""
+        from vpop.files import UserDir
+
+        name = dot_qmail_name(alias)
+        with self.locked(domain), UserDir(domain.dir, (domain.uid,), follow=True) as directory:
+            data = directory.read(name, 1 << 20) or b""
+            text = data.decode("utf-8", "surrogateescape")
+            if line in (entry.rstrip(" \t\r") for entry in text.split("\n")):
+                return False
+            text += ("" if not text or text.endswith("\n") else "\n") + line + "\n"
+            uid = domain.uid if _is_root() else None
+            directory.replace(name, lambda handle: handle.write(text.encode("utf-8", "surrogateescape")),
+                              uid, domain.gid, 0o600)
+        return True
+
+    def delete_valias(self, alias: str, domain: Domain) -> int:
+        """Remove every line of the alias; returns how many went (0: there was none)."""
+        import os
+
+        from vpop.files import UserDir, _problem
+
+        name = dot_qmail_name(alias)
+        with self.locked(domain), UserDir(domain.dir, (domain.uid,), follow=True) as directory:
+            info = directory.stat(name)
+            if info is None:
+                return 0
+            count = 1
+            if _is_regular(info):
+                data = directory.read(name, 1 << 20) or b""
+                count = max(1, sum(1 for entry in data.split(b"\n") if entry.strip()))
+            try:
+                os.unlink(name, dir_fd=directory.fd)  # a link is removed, never followed
+            except OSError as exc:
+                raise _problem(directory.name(name), "remove", exc) from None
+            return count
+
+    # ------------------------------------------------------------------ IP map (vipmap)
+    # CDB: ``~vpopmail/etc/ip_alias_map``, ``IP domain`` lines (vcdb.c).
+
+    def ip_map(self) -> list[tuple[str, str]]:
+        from vpop.files import read_file
+
+        data = read_file(self.settings.etc_dir + "/ip_alias_map", 1 << 20)
+        pairs = []
+        for line in (data or b"").decode("utf-8", "replace").split("\n"):
+            parts = line.split()
+            if len(parts) >= 2:
+                pairs.append((parts[0], parts[1]))
+        return pairs
+
+    def set_ip_map(self, pairs: list[tuple[str, str]]) -> None:
+        """Rewrite the whole map (under :meth:`ip_map_locked`), owned as ``~vpopmail/etc``."""
+        import os
+
+        from vpop.files import UserDir
+
+        etc = self.settings.etc_dir
+        text = "".join(f"{ip} {domain}\n" for ip, domain in pairs).encode()
+        with UserDir(etc, follow=True) as directory:
+            owner = os.fstat(directory.fd)
+            uid = owner.st_uid if _is_root() else None
+            directory.replace("ip_alias_map", lambda handle: handle.write(text), uid, owner.st_gid, 0o644)
+
+    def ip_map_locked(self):
+        """Context for a read-change-write of the map: ``etc/.ip_alias_map.lock``."""
+        return _EtcLock(self.settings.etc_dir, ".ip_alias_map.lock")
+
+    def add_ip_map(self, ip: str, domain: str) -> None:
+        """Map ``ip`` to ``domain``; a line for the same IP is replaced (one domain per IP)."""
+        with self.ip_map_locked():
+            pairs = self.ip_map()
+            at = next((i for i, pair in enumerate(pairs) if pair[0] == ip), len(pairs))
+            kept = [pair for pair in pairs[:at] + pairs[at + 1:] if pair[0] != ip]
+            kept.insert(at, (ip, domain))
+            self.set_ip_map(kept)
+
+    def delete_ip_map(self, ip: str, domain: str) -> bool:
+        """Remove the ``ip domain`` mapping; False when there is none."""
+        with self.ip_map_locked():
+            pairs = self.ip_map()
+            kept = [pair for pair in pairs if pair != (ip, domain)]
+            if len(kept) == len(pairs):
+                return False
+            self.set_ip_map(kept)
+            return True
+
     def release_user_subdir(self, domain: Domain, user_dir: str, name: str) -> None:
         """A user is gone: one user less in the hashing state (vpopmail's ``dec_dir_control``), and
         its hash directory listed in ``.dir_control_free`` for the next user (``backfill``)."""
         release_subdir_file(domain, user_dir, name)
         forget_user(domain.dir, domain.uid if _is_root() else None, domain.gid)
+
+
+def dot_qmail_name(alias: str) -> str:
+    """qmail-local's file for the local part ``alias``: ``.qmail-`` and the name, ``.`` as ``:``."""
+    return ".qmail-" + alias.replace(".", ":")
+
+
+def _is_regular(info) -> bool:
+    import stat
+
+    return stat.S_ISREG(info.st_mode)
+
+
+class _EtcLock:
+    """A lock file of ``~vpopmail/etc`` (through :class:`vpop.files.UserDir`)."""
+
+    def __init__(self, etc_dir: str, name: str) -> None:
+        self.etc_dir = etc_dir
+        self.name = name
+        self.fd = -1
+
+    def __enter__(self) -> "_EtcLock":
+        import os
+
+        from vpop.files import UserDir
+
+        with UserDir(self.etc_dir, follow=True) as directory:
+            owner = os.fstat(directory.fd)
+            self.fd = directory.lock(self.name, owner.st_uid if _is_root() else None, owner.st_gid)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import os
+
+        os.close(self.fd)
 
 
 def _is_root() -> bool:

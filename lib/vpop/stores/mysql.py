@@ -31,6 +31,22 @@ RELAY_TABLE = (
     "CREATE TABLE IF NOT EXISTS relay (ip_addr char(18) not null default '', "
     "timestamp char(12) default null, primary key (ip_addr))"
 )
+VALIAS_TABLE = ("CREATE TABLE IF NOT EXISTS valias (alias char(32) NOT NULL, domain char(96) NOT NULL, "
+                "valias_line text NOT NULL, INDEX (alias, domain))")
+IP_MAP_TABLE = ("CREATE TABLE IF NOT EXISTS ip_alias_map (ip_addr char(18) NOT NULL, domain char(96), "
+                "PRIMARY KEY (ip_addr))")
+LIMITS_COLUMNS = ("maxpopaccounts", "maxaliases", "maxforwards", "maxautoresponders", "maxmailinglists",
+                  "diskquota", "maxmsgcount", "defaultquota", "defaultmaxmsgcount", "disable_pop",
+                  "disable_imap", "disable_dialup", "disable_passwordchanging", "disable_webmail",
+                  "disable_relay", "disable_smtp", "disable_spamassassin", "delete_spam", "disable_maildrop",
+                  "perm_account", "perm_alias", "perm_forward", "perm_autoresponder", "perm_maillist",
+                  "perm_quota", "perm_defaultquota")
+LIMITS_TABLE = ("CREATE TABLE IF NOT EXISTS limits (domain CHAR(96) PRIMARY KEY, "
+                + ", ".join(f"{name} INT(10) NOT NULL DEFAULT -1" for name in LIMITS_COLUMNS[:5]) + ", "
+                + ", ".join(f"{name} BIGINT UNSIGNED NOT NULL DEFAULT 0" for name in LIMITS_COLUMNS[5:9])
+                + ", "
+                + ", ".join(f"{name} TINYINT(1) NOT NULL DEFAULT 0" for name in LIMITS_COLUMNS[9:19]) + ", "
+                + ", ".join(f"{name} TINYINT(4) NOT NULL DEFAULT 0" for name in LIMITS_COLUMNS[19:]) + ")")
 
 
 def user_table_sql(table: str, many_domains: bool) -> str:
@@ -317,6 +333,63 @@ class MysqlStore(Store):
         if row is None:
             return None
         return {name.lower(): str(value) for name, value in row.items() if value is not None}
+
+    # ------------------------------------------------------------------ valias, ip_alias_map, limits
+
+    def list_valiases(self, domain: Domain, alias: str | None = None) -> list[tuple[str, str]]:
+        """``valias`` rows of the domain (vmysql's ``valias_select_all``: by alias)."""
+        if alias is None:
+            rows = self.db.query("SELECT alias, valias_line FROM valias WHERE domain = %s ORDER BY alias",
+                                 (domain.real,), primary=True)
+        else:
+            rows = self.db.query("SELECT alias, valias_line FROM valias WHERE alias = %s AND domain = %s",
+                                 (alias, domain.real), primary=True)
+        return [(column_text(row[0]), column_text(row[1])) for row in rows]
+
+    def insert_valias(self, alias: str, domain: Domain, line: str) -> bool:
+        if any(entry == line for _, entry in self.list_valiases(domain, alias)):
+            return False
+        self.db.execute("INSERT INTO valias (alias, domain, valias_line) VALUES (%s, %s, %s)",
+                        (alias, domain.real, line), create=VALIAS_TABLE)
+        return True
+
+    def delete_valias(self, alias: str, domain: Domain) -> int:
+        if not self.list_valiases(domain, alias):
+            return 0
+        return self.db.execute("DELETE FROM valias WHERE alias = %s AND domain = %s", (alias, domain.real))
+
+    def ip_map(self) -> list[tuple[str, str]]:
+        rows = self.db.query("SELECT ip_addr, domain FROM ip_alias_map ORDER BY ip_addr", primary=True)
+        return [(column_text(row[0]), column_text(row[1])) for row in rows]
+
+    def add_ip_map(self, ip: str, domain: str) -> None:
+        """vmysql's ``REPLACE INTO`` (the IP is the key: one domain per IP)."""
+        self.db.execute("REPLACE INTO ip_alias_map (ip_addr, domain) VALUES (%s, %s)", (ip, domain),
+                        create=IP_MAP_TABLE)
+
+    def delete_ip_map(self, ip: str, domain: str) -> bool:
+        if (ip, domain) not in self.ip_map():
+            return False
+        sql = "DELETE FROM ip_alias_map WHERE ip_addr = %s AND domain = %s"
+        return self.db.execute(sql, (ip, domain)) > 0
+
+    def limits_row(self, domain: Domain) -> dict | None:
+        """The domain's ``limits`` row ({column: int}), whatever ``mysql_limits`` says; None if none."""
+        rows = self.db.query(f"SELECT {', '.join(LIMITS_COLUMNS)} FROM limits WHERE domain = %s",
+                             (domain.real,), primary=True)
+        if not rows:
+            return None
+        return {name: to_int(value) for name, value in zip(LIMITS_COLUMNS, rows[0], strict=True)}
+
+    def set_limits_row(self, domain: Domain, values: dict) -> None:
+        """vmysql's ``vset_limits``: one ``REPLACE INTO limits``."""
+        marks = ", ".join(["%s"] * (len(LIMITS_COLUMNS) + 1))
+        self.db.execute(f"REPLACE INTO limits (domain, {', '.join(LIMITS_COLUMNS)}) VALUES ({marks})",
+                        (domain.real, *(int(values.get(name, 0)) for name in LIMITS_COLUMNS)),
+                        create=LIMITS_TABLE)
+
+    def delete_limits_row(self, domain: Domain) -> int:
+        return self.db.execute("DELETE FROM limits WHERE domain = %s", (domain.real,), create=LIMITS_TABLE)
 
     def close(self) -> None:
         self.db.close()

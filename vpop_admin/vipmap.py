@@ -1,0 +1,67 @@
+"""vipmap: the map from a local IP to a domain for logins without one (vpopmail's ``vipmap``)."""
+
+from collections.abc import Sequence
+
+from vpop.admin import cli
+
+USAGE = """vipmap: usage: [options] ip domain
+options: -d delete mapping
+         -a add mapping
+         -p print mapping
+         -v show version"""
+DIFFERENCES = """
+Differences from vpopmail's tool:
+  a usage error exits 2 (vpopmail: 255); a bad IP address or an unknown domain is refused, and so is
+  deleting a mapping that does not exist (vpopmail: exit 0); on CDB adding an IP that is mapped
+  already replaces its line (vpopmail appended a second line that the first one shadowed)."""
+
+
+def command(args: Sequence[str]) -> int:
+    from vpop.admin import aliases, users
+
+    if "--help" in args:
+        raise cli.AdminError(USAGE + DIFFERENCES, 0)
+    if not args:
+        raise cli.Usage(USAGE)
+    try:
+        opts, operands = cli.getopt("vipmap", args, "vpda")
+    except cli.Usage:
+        raise cli.Usage(USAGE) from None
+    action = "p"
+    for letter, _ in opts:
+        if letter == "v":
+            print(cli.version_line(), flush=True)
+        else:
+            action = letter
+    settings = users.load()
+    if action != "p":
+        if len(operands) < 2:
+            raise cli.Usage(USAGE)
+        ip = aliases.check_ip(operands[0])
+        from vpop.names import valid_domain
+
+        domain = operands[1].lower()
+        if not valid_domain(domain) or not domain:
+            raise cli.AdminError(f"Error: invalid domain name {operands[1]}")
+        if action == "a":
+            users.find_domain(settings, domain, 256 - 11)
+    store = users.open_store(settings)
+    try:
+        if action == "p":
+            lines = [f"{ip} {domain}" for ip, domain in store.ip_map()]
+            if lines:
+                print("\n".join(lines), flush=True)
+        elif action == "a":
+            store.connect_for_updates()
+            store.add_ip_map(ip, domain)
+        else:
+            store.connect_for_updates()
+            if not store.delete_ip_map(ip, domain):
+                raise cli.AdminError(f"Error: no mapping {ip} {domain}")
+    finally:
+        store.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return cli.run(command, argv)
