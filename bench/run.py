@@ -245,6 +245,56 @@ def measure_vmail_sql(runs: int, db: dict) -> None:
     report("vdelivermail 4 KB mbox, vmail-sql store", seconds, floor, 5.0)
 
 
+def measure_vconvert(db: dict, users: int = 100_000, runs: int = 3) -> None:
+    """``vconvert -c -m`` of one domain of ``users`` users into an empty vpopmail table, against
+    the ``mariadb`` client loading the same rows from a prepared SQL file (multi-row INSERTs in one
+    transaction, as mysqldump writes them).  Medians of ``runs``, alternating; budget 3x."""
+    import subprocess
+
+    import pymysql
+    from vpop.stores.cdb import write_vpasswd
+
+    config, base, domain_dir = sandbox("cdb", db)
+    stored = "$1$benchslt$" + "x" * 22
+    rows = [(f"u{i:06d}", stored, 1, 0, f"User {i}", f"{domain_dir}/{i % 100}/u{i:06d}", f"{i}S", f"c{i}")
+            for i in range(users)]
+    write_vpasswd(domain_dir, [":".join(str(v) for v in row) for row in rows], 89, 89)
+    sql = f"{base}/load.sql"
+    with open(sql, "w") as handle:
+        handle.write("START TRANSACTION;\n")
+        for start in range(0, users, 1000):
+            values = ",".join("('{}','{}',{},{},'{}','{}','{}','{}','example.com')".format(*row)
+                              for row in rows[start:start + 1000])
+            handle.write("INSERT INTO vpopmail (pw_name, pw_passwd, pw_uid, pw_gid, pw_gecos, pw_dir, "
+                         f"pw_shell, pw_clear_passwd, pw_domain) VALUES {values};\n")
+        handle.write("COMMIT;\n")
+    conn = pymysql.connect(unix_socket=db["unix_socket"], user=db["user"], password=db["password"],
+                           database=db["database"], autocommit=True)
+
+    def empty() -> None:
+        with conn.cursor() as cur:
+            cur.execute("DELETE FROM vpopmail")
+
+    client = ["mariadb", f"--socket={db['unix_socket']}", f"--user={db['user']}",
+              f"--password={db['password']}", db["database"]]
+    env = {"PATH": "/usr/bin:/bin", "VPOP_CONFIG": config}
+    ours, theirs = [], []
+    for _ in range(runs):
+        empty()
+        with open(sql, "rb") as handle:
+            started = time.perf_counter()
+            subprocess.run(client, stdin=handle, check=True)
+            theirs.append(time.perf_counter() - started)
+        empty()
+        started = time.perf_counter()
+        subprocess.run([f"{VENV_BIN}/vconvert", "-c", "-m", "example.com"], env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+        ours.append(time.perf_counter() - started)
+    conn.close()
+    report(f"vconvert -c -m, {users} users (floor: mariadb)", statistics.median(ours),
+           statistics.median(theirs), 3.0)
+
+
 def load_schema(cur, name: str) -> None:
     with open(os.path.join(ROOT, "conf/schema", name)) as handle:
         text = "\n".join(line.split("--", 1)[0] for line in handle)
@@ -296,6 +346,7 @@ def main() -> int:
         measure_refusals(args.runs, "mysql", db)
         measure_getpw(args.runs, db)
         measure_vmail_sql(args.runs, db)
+        measure_vconvert(db)
     return 0
 
 

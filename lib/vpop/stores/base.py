@@ -322,6 +322,13 @@ class Store:
                 return False
             self.set_ip_map(kept)
             return True
+    def replace_users(self, domain: Domain, records: list[User], *, remove: bool = True,
+                      dry_run: bool = False, progress=None) -> "Plan":
+        """vconvert's write: the domain's users become ``records`` (``remove``: users not among them
+        go; else they stay), in one write (SQL: one transaction; CDB: vpasswd + cdb under the
+        lock).  Nothing is written when nothing differs, or with ``dry_run``; ``progress(n)`` is
+        called as records are written.  Returns the :class:`Plan` carried out."""
+        raise NotImplementedError
 
     def release_user_subdir(self, domain: Domain, user_dir: str, name: str) -> None:
         """A user is gone: one user less in the hashing state (vpopmail's ``dec_dir_control``), and
@@ -363,6 +370,30 @@ class _EtcLock:
         import os
 
         os.close(self.fd)
+def _fields(record: User) -> tuple:
+    return (record.passwd, record.uid, record.gid, record.gecos, record.dir, record.shell, record.clear)
+
+
+class Plan:
+    """What a :meth:`Store.replace_users` changes: records to add and to rewrite, names to remove."""
+
+    __slots__ = ("added", "changed", "removed", "unchanged")
+
+    def __init__(self, current: list[User], wanted: list[User], remove: bool) -> None:
+        have = {record.name: record for record in current}
+        names = {record.name for record in wanted}
+        self.added = [record for record in wanted if record.name not in have]
+        self.changed = [record for record in wanted
+                        if record.name in have and _fields(have[record.name]) != _fields(record)]
+        self.removed = [name for name in have if name not in names] if remove else []
+        self.unchanged = len(wanted) - len(self.added) - len(self.changed)
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.changed or self.removed)
+
+    def summary(self) -> str:
+        return (f"{len(self.added)} added, {len(self.changed)} changed, {len(self.removed)} removed, "
+                f"{self.unchanged} unchanged")
 
 
 def _is_root() -> bool:

@@ -17,6 +17,7 @@ from vpop.stores.base import Store, User, to_int
 TYPE_CHECKING = False  # typing costs import time; the names below are only for annotations
 if TYPE_CHECKING:
     from vpop.files import UserDir
+    from vpop.stores.base import Plan
 
 
 def parse_record(name: str, domain: str, data: str) -> User:
@@ -228,6 +229,25 @@ class CdbStore(Store):
             name, _, rest = line.partition(":")
             users.append(parse_record(name, domain.real, rest))
         return users
+
+    def replace_users(self, domain: Domain, records: list[User], *, remove: bool = True,
+                      dry_run: bool = False, progress=None) -> "Plan":
+        """Under ``.vpasswd.lock``: vpasswd and vpasswd.cdb rewritten (sorted by name, as vadduser
+        keeps them) when anything differs; a clear password is written whenever a record has one."""
+        from vpop.stores.base import Plan
+
+        with self.locked(domain):
+            current = self.list_users(domain)
+            plan = Plan(current, records, remove)
+            if plan and not dry_run:
+                kept = {record.name: record for record in current if record.name not in set(plan.removed)}
+                kept.update((record.name, record) for record in records)
+                ordered = sorted(kept.values(), key=lambda r: r.name.encode("utf-8", "surrogateescape"))
+                lines = [format_line(r, self.settings.clear_passwords or bool(r.clear)) for r in ordered]
+                write_vpasswd(domain.dir, lines, domain.uid if os.geteuid() == 0 else None, domain.gid)
+            if progress is not None:
+                progress(len(records))
+        return plan
 
     def get_lastauth(self, record: User, domain: Domain) -> tuple[int, str] | None:
         """``<pw_dir>/lastauth``: its mtime and its text (the IP), read without following a link."""

@@ -13,6 +13,10 @@ from vpop.names import valid_domain
 from vpop.sqldb import Database
 from vpop.stores.base import Store, User, column_text, to_int
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from vpop.stores.base import Plan
+
 LASTAUTH_TABLE = (
     "CREATE TABLE IF NOT EXISTS lastauth (user char(32) NOT NULL, domain char(96) NOT NULL, "
     "remote_ip char(18) not null, timestamp bigint default 0 NOT NULL, "
@@ -201,6 +205,75 @@ class MysqlStore(Store):
         else:
             rows = self.db.query(f"SELECT {columns} FROM `{table_name(domain.real)}` ORDER BY pw_name")
         return [self._row_to_user(row, domain) for row in rows]
+
+    def replace_users(self, domain: Domain, records: list[User], *, remove: bool = True,
+                      dry_run: bool = False, progress=None) -> "Plan":
+        """One transaction: the domain's rows read ``FOR UPDATE``, then the removed ones deleted
+        (with their lastauth rows), the new ones inserted and the changed ones updated, each
+        with ``executemany`` in batches.  Any error rolls the whole domain back."""
+        from vpop.errors import DatabaseFailure
+        from vpop.sqldb import _code
+        from vpop.stores.base import Plan
+
+        many = self.settings.many_domains
+        table, where, extra = self._user_table(domain)
+        columns = "pw_name, pw_passwd, pw_uid, pw_gid, pw_gecos, pw_dir, pw_shell, pw_clear_passwd"
+        insert_columns = columns + (", pw_domain" if many else "")
+        marks = ", ".join(["%s"] * (9 if many else 8))
+        conn = self.db.writer()
+        errors = self.db._errors()
+        batch = 5000
+        try:
+            if not dry_run:
+                with conn.cursor() as cursor:
+                    cursor.execute(user_table_sql(table, many))  # DDL: before the transaction
+            conn.begin()
+            with conn.cursor() as cursor:
+                select = f"SELECT {columns} FROM `{table}`" + (" WHERE pw_domain = %s" if many else "")
+                try:
+                    cursor.execute(select + " FOR UPDATE", extra)
+                    rows = cursor.fetchall()
+                except errors as exc:
+                    if _code(exc) != 1146:
+                        raise
+                    rows = ()  # dry run on a domain without its table yet
+                plan = Plan([self._row_to_user(row, domain) for row in rows], records, remove)
+                if not dry_run:
+                    gone = [(name, *extra) for name in plan.removed]
+                    for start in range(0, len(gone), batch):
+                        cursor.executemany(f"DELETE FROM `{table}` WHERE {where}", gone[start:start + batch])
+                        cursor.executemany("DELETE FROM lastauth WHERE user = %s AND domain = %s",
+                                           [(name, domain.real) for name, *_ in gone[start:start + batch]])
+                    insert = f"INSERT INTO `{table}` ({insert_columns}) VALUES ({marks})"
+                    update = (f"UPDATE `{table}` SET pw_passwd = %s, pw_uid = %s, pw_gid = %s, "
+                              "pw_gecos = %s, pw_dir = %s, pw_shell = %s, pw_clear_passwd = %s "
+                              f"WHERE {where}")
+                    for chunk, sql in ((plan.added, insert), (plan.changed, update)):
+                        inserting = sql.startswith("INSERT")
+                        for start in range(0, len(chunk), batch):
+                            part = chunk[start:start + batch]
+                            if inserting:
+                                values = [(r.name, r.passwd, r.uid, r.gid, r.gecos, r.dir, r.shell, r.clear,
+                                           *extra) for r in part]
+                            else:
+                                values = [(r.passwd, r.uid, r.gid, r.gecos, r.dir, r.shell, r.clear, r.name,
+                                           *extra) for r in part]
+                            cursor.executemany(sql, values)
+                            if progress is not None:
+                                progress(len(part))
+            if dry_run:
+                conn.rollback()
+            else:
+                conn.commit()
+        except errors as exc:
+            try:
+                conn.rollback()
+            except errors:
+                pass
+            raise DatabaseFailure(f"database update failed: {self.db._describe(exc)}") from None
+        if progress is not None:
+            progress(plan.unchanged + (len(plan.added) + len(plan.changed) if dry_run else 0))
+        return plan
 
     def get_lastauth(self, record: User, domain: Domain) -> tuple[int, str] | None:
         rows = self.db.query("SELECT timestamp, remote_ip FROM lastauth WHERE user = %s AND domain = %s",

@@ -1,0 +1,162 @@
+"""vconvert: move users from one store into another (vpopmail's ``vconvert``)."""
+
+import sys
+from collections.abc import Sequence
+
+from vpop.admin import cli
+
+USAGE = """vconvert: usage
+ The first option sets which format to convert FROM,
+ the second option sets which format to convert TO.
+ -e = etc format
+ -c = cdb format
+ -m = sql format
+ -S = set sqwebmail passwords
+ -v = version
+ -d = debug info"""
+
+HELP = USAGE + """
+
+usage: vconvert [-d] [--dry-run] -FROM -TO [-f passwd_file] [-F shadow_file] [domain ...]
+ -c   the CDB store: vpasswd + vpasswd.cdb in each domain's directory (users/assign, under
+      vpopmail_home), written under .vpasswd.lock
+ -m   the MySQL store: the database of the settings file's mysql_credentials, in its
+      many_domains layout (yes: one vpopmail table; no: a table per domain); -s is the same
+      (vpopmail 4's letter)
+ -M   the same MySQL database in the other layout (many_domains flipped): -m -M and -M -m
+      convert between "mysql (small version) and mysql (large version)"
+ -e   a passwd file and its shadow file (source only): -f passwd_file (default /etc/passwd),
+      -F shadow_file (default /etc/shadow; a missing one: hashes from the passwd file)
+ --dry-run  read everything, say what would change, write nothing
+ Both stores come from the one settings file (VPOP_CONFIG); its own 'store' setting is not used.
+ With no domain every domain of users/assign is converted (not with -e).
+
+ -c/-m/-M into -c/-m/-M: each domain's users in the target become exactly the source's, every
+ field as is (hash, uid, flags, gecos, directory, quota, clear password); users only in the
+ target are removed.  -e adds each account (directory and default quota, as vadduser) or gives
+ an existing user the account's hash; root, locked accounts and hashes of 2 characters or less
+ are skipped.  A second run changes nothing.  MySQL: one transaction per domain.
+
+ Output: one line per domain (a progress bar on stderr when it is a terminal).
+
+Differences from vpopmail's tool:
+  exit 0 only when every domain was converted; 1 when any domain failed, 245 for an unknown
+  domain, 111 when a store cannot be reached, 2 for a usage error (vpopmail always exits 0);
+  an unknown domain or an unreachable store changes nothing; a source with no users for a
+  domain the target has users of is refused (vpopmail emptied the target); -S and -p are not
+  supported; -e skips root and locked accounts."""
+
+LETTERS = {"c": "cdb", "m": "mysql", "s": "mysql", "M": "mysql-other", "e": "etc"}
+
+
+def command(args: Sequence[str]) -> int:
+    from vpop.admin import convert, users
+
+    args = list(args)
+    head = args[:args.index("--")] if "--" in args else args
+    if "--help" in head:
+        raise cli.AdminError(HELP, 0)
+    dry_run = "--dry-run" in head
+    if dry_run:
+        args = [word for i, word in enumerate(args) if word != "--dry-run" or i >= len(head)]
+    try:
+        opts, operands = cli.getopt("vconvert", args, "cmsMevdSf:F:")
+    except cli.Usage:
+        raise cli.Usage(USAGE) from None
+    kinds: list[str] = []
+    debug = False
+    passwd_file, shadow_file = "/etc/passwd", "/etc/shadow"
+    for letter, value in opts:
+        if letter == "v":
+            print(cli.version_line(), flush=True)
+        elif letter == "d":
+            debug = True
+        elif letter == "S":
+            raise cli.Usage("vconvert: -S (sqwebmail passwords) is not supported\n" + USAGE)
+        elif letter == "f":
+            passwd_file = value or passwd_file
+        elif letter == "F":
+            shadow_file = value or shadow_file
+        else:
+            kinds.append(LETTERS[letter])
+    if len(kinds) != 2 or kinds[0] == kinds[1] or kinds[1] == "etc":
+        raise cli.Usage(USAGE)
+    source_kind, target_kind = kinds
+    if source_kind == "etc" and not operands:
+        raise cli.Usage("vconvert: -e needs the domains to add the accounts to\n" + USAGE)
+    settings = users.load()
+    domains = (convert.named_domains(settings, operands) if operands else convert.all_domains(settings))
+    accounts: list = []
+    source = None
+    if source_kind == "etc":
+        accounts, skipped = convert.read_accounts(passwd_file, shadow_file)
+        for name in skipped:
+            print(f"skipping {name}", flush=True)
+    target = convert.open_kind(settings, target_kind)
+    try:
+        if source_kind != "etc":
+            source = convert.open_kind(settings, source_kind)
+            source.probe()
+        target.probe()
+        target.connect_for_updates()
+        return _convert_all(settings, source, target, target_kind, domains, accounts, dry_run, debug)
+    finally:
+        target.close()
+        if source is not None:
+            source.close()
+
+
+def _convert_all(settings, source, target, target_kind, domains, accounts, dry_run, debug) -> int:
+    from vpop.admin import convert
+    from vpop.errors import TemporaryFailure
+
+    bar = None
+    if sys.stderr.isatty():
+        from tqdm import tqdm  # only vconvert imports it
+
+        bar = tqdm(total=0, unit="user", file=sys.stderr)
+    say = bar.write if bar is not None else (lambda text: print(text, flush=True))
+
+    def progress(count: int) -> None:
+        if bar is not None:
+            bar.update(count)
+
+    failed = 0
+    try:
+        for domain in domains:
+            if bar is not None:
+                bar.set_description(domain.real)
+            try:
+                if source is None:
+                    if bar is not None:
+                        bar.total += len(accounts)
+                        bar.refresh()
+                    plan = convert.etc_domain(settings, target, target_kind, domain, accounts,
+                                              dry_run=dry_run, progress=progress)
+                else:
+                    if bar is not None:
+                        bar.total += len(source.list_users(domain))
+                        bar.refresh()
+                    plan = convert.convert_domain(source, target, domain, dry_run=dry_run, progress=progress)
+            except (TemporaryFailure, OSError) as exc:
+                failed += 1
+                text = exc.message if isinstance(exc, TemporaryFailure) else str(exc)
+                say(f"converting {domain.real} domain conversion failed: {text}")
+                continue
+            if debug:
+                for record in plan.added:
+                    say(f"  added {record.name}")
+                for record in plan.changed:
+                    say(f"  changed {record.name}")
+                for name in plan.removed:
+                    say(f"  removed {name}")
+            mode = " (dry run: nothing written)" if dry_run else ""
+            say(f"converting {domain.real} done: {plan.summary()}{mode}")
+    finally:
+        if bar is not None:
+            bar.close()
+    return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return cli.run(command, argv)
