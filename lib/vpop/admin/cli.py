@@ -44,3 +44,64 @@ def run(command: Callable[[Sequence[str]], int], argv: Sequence[str] | None = No
         return 111
     except KeyboardInterrupt:
         return 130
+
+
+def getopt(program: str, args: Sequence[str], spec: str) -> tuple[list[tuple[str, str | None]], list[str]]:
+    """glibc ``getopt(argc, argv, spec)`` as the C tools call it: ``x:`` takes an argument (attached
+    or the next word), ``x::`` an optional one (attached only); options and operands may be mixed
+    (glibc permutes), ``--`` ends the options.  An unknown option or a missing argument prints
+    glibc's message on stderr and raises ``Usage("")`` (the caller adds its usage text).
+    Returns ``([(letter, argument or None), ...], operands)``.
+    """
+    takes: dict[str, int] = {}
+    i = 0
+    while i < len(spec):
+        letter = spec[i]
+        count = 0
+        while i + 1 + count < len(spec) and spec[i + 1 + count] == ":":
+            count += 1
+        takes[letter] = min(count, 2)
+        i += 1 + count
+    options: list[tuple[str, str | None]] = []
+    operands: list[str] = []
+    words = list(args)
+    while words:
+        word = words.pop(0)
+        if word == "--":
+            operands.extend(words)
+            break
+        if not word.startswith("-") or word == "-":
+            operands.append(word)
+            continue
+        position = 1
+        while position < len(word):
+            letter = word[position]
+            position += 1
+            if letter not in takes or letter == ":":
+                print(f"{program}: invalid option -- '{letter}'", file=sys.stderr, flush=True)
+                raise Usage("")
+            if takes[letter] == 0:
+                options.append((letter, None))
+                continue
+            rest = word[position:]
+            if rest:
+                options.append((letter, rest))
+            elif takes[letter] == 2:
+                options.append((letter, None))
+            elif words:
+                options.append((letter, words.pop(0)))
+            else:
+                print(f"{program}: option requires an argument -- '{letter}'", file=sys.stderr, flush=True)
+                raise Usage("")
+            break
+    return options, operands
+
+
+def version_line() -> str:
+    """What ``-v`` prints (``version: <VERSION>``): the version of this distribution."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"version: {version('vpop')}"
+    except PackageNotFoundError:
+        return "version: unknown"
