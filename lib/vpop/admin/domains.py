@@ -950,14 +950,16 @@ def delivery_line(settings: Settings, target: str | None = None, program: str = 
 
 def create_domain(settings: Settings, store, name: str, uid: int, gid: int, *, base_dir: str = "",
                   qmail_default: "Callable[[str], str] | None" = None, optimize: bool = False,
-                  mark: bool = False) -> Domain:
+                  mark: bool = False, keep_rows: bool = False) -> Domain:
     """vpopmail's ``vadddomain`` (no postmaster): ``name`` must have passed :func:`domain_name`.
 
     ``Error: Domain already exists`` (243) when users/assign has it; with nothing changed too when
     virtualdomains routes the name elsewhere or (MySQL) users of the name are still in the store.
     ``optimize`` (-O) leaves morercpthosts.cdb and qmail-send for the last of a bulk run.  ``mark``
     (vadddomain): the new domain carries the :data:`UNFINISHED` mark, and a domain that still
-    carries it is returned as it is (the postmaster is what is left to do).
+    carries it is returned as it is (the postmaster is what is left to do).  ``keep_rows``: users
+    the store already holds for the name are taken over instead of refused (the library's
+    :func:`add_domain`, for trees that share one database).
     """
     _check_store(settings, "vadddomain")
     if uid == 0 or gid == 0:
@@ -968,9 +970,10 @@ def create_domain(settings: Settings, store, name: str, uid: int, gid: int, *, b
     sql = _SqlDomain(settings, store) if settings.store == "mysql" else None
     if sql is not None:
         store.connect_for_updates()
-    found = _refusals(settings, sql, name, mark)  # before the lock (whose file a first run makes) ...
+    sql_check = None if keep_rows else sql
+    found = _refusals(settings, sql_check, name, mark)  # before the lock (whose file a first run makes) ...
     with _AssignLock(settings):
-        found = _refusals(settings, sql, name, mark)  # ... and under it
+        found = _refusals(settings, sql_check, name, mark)  # ... and under it
         if found is None:
             found = _new_domain(settings, store, sql, name, uid, gid, base, qmail_default, optimize, mark)
     if not optimize:
@@ -1251,7 +1254,7 @@ def add_domain(settings: Settings, domain: str, uid: int, gid: int, vdelivermail
     store = open_store(settings)
     try:
         found = create_domain(settings, store, name, uid, gid,
-                              qmail_default=delivery_line(settings, program=vdelivermail))
+                              qmail_default=delivery_line(settings, program=vdelivermail), keep_rows=True)
     finally:
         store.close()
     for alias in aliases:
