@@ -588,7 +588,6 @@ class _SqlDomain:
 
     def __init__(self, settings: Settings, store) -> None:
         self.settings = settings
-        self.store = store
         self.db = store.db
 
     def user_table(self, name: str) -> str:
@@ -732,8 +731,8 @@ def _users_count(settings: Settings, store, entry: Entry) -> int:
 
 # ------------------------------------------------------------------ the domain directory
 
-# What a vadddomain killed before its commit can have left in a new domain directory.
 UNFINISHED = ".vadddomain-unfinished"  # vadddomain's mark until the postmaster is made
+# What a vadddomain killed before its commit can have left in a new domain directory.
 _SHELL_NAMES = (".qmail-default", "vpasswd", "vpasswd.cdb", ".vpasswd.lock", UNFINISHED)
 
 
