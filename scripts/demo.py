@@ -1,8 +1,9 @@
 """The main job on the embedded default (the CDB store), in a sandbox folder.
 
-Creates a vpopmail tree with one domain and one user, logs in through the installed
-``vchkpw`` with a real fd 3 (as qmail-popup does), shows what the exec'd program received,
-then a refused login, with the syslog lines vchkpw sent.  Run by ``scripts/demo.sh``.
+Creates a vpopmail tree, adds a domain and its postmaster with the installed ``vadddomain`` as an
+operator would, logs in through the installed ``vchkpw`` with a real fd 3 (as qmail-popup does),
+shows what the exec'd program received, then a refused login and a delivery through
+``vdelivermail``, with the syslog lines vchkpw sent.  Run by ``scripts/demo.sh``.
 """
 
 import os
@@ -77,8 +78,10 @@ def main() -> int:
     sandbox = tempfile.mkdtemp(prefix="vpop-demo-", dir="/tmp")
     os.chmod(sandbox, 0o755)
     home, qmail = f"{sandbox}/vpopmail", f"{sandbox}/qmail"
-    for path in (home + "/etc", home + "/domains", qmail + "/users", qmail + "/control"):
+    for path in (home + "/etc", home + "/bin", qmail + "/users", qmail + "/control"):
         os.makedirs(path, mode=0o755)
+    for name in ("vchkpw", "vdelivermail"):  # as README's "Installing for real" links them
+        os.symlink(f"{VENV_BIN}/{name}", f"{home}/bin/{name}")
     log_socket = f"{sandbox}/syslog.sock"
     syslog = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     syslog.bind(log_socket)
@@ -86,18 +89,38 @@ def main() -> int:
     config = f"{sandbox}/vpop.conf"
     with open(config, "w") as handle:
         handle.write(f"vpopmail_home = {home}\nqmail_home = {qmail}\nstore = cdb\nlogging = y\n"
-                     f"syslog_socket = {log_socket}\n")
+                     f"syslog_socket = {log_socket}\nqmail_send_signal = none\n")
     os.environ["VPOP_CONFIG"] = config
-
-    from vpop import admin
-    from vpop.config import load_settings
-
-    settings = load_settings()
-    domain_dir = admin.add_domain(settings, DOMAIN, UID, GID, vdelivermail=f"{VENV_BIN}/vdelivermail")
-    record = admin.add_user(settings, DOMAIN, USER, PASSWORD)
     print(f"sandbox: {sandbox}")
     print(f"settings: {config}")
-    print(f"domain {DOMAIN}: {domain_dir} (users/assign -> users/cdb)")
+
+    # The domain and its postmaster, as an operator adds them (other users: vpop.admin.add_user
+    # until vadduser is installed too).
+    admin_env = {"PATH": "/usr/bin:/bin", "VPOP_CONFIG": config}
+    added = True
+    for argv in ([f"{VENV_BIN}/vadddomain", DOMAIN, PASSWORD], [f"{VENV_BIN}/vdominfo", DOMAIN]):
+        shown = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(argv))
+        print(f"\n$ {shown}")
+        done = subprocess.run(argv, env=admin_env, capture_output=True, text=True, timeout=60)
+        print("".join("  " + line + "\n" for line in (done.stdout + done.stderr).splitlines()), end="")
+        print(f"  exit {done.returncode}")
+        added = added and done.returncode == 0
+    if not added:
+        print("\ndemo FAILED")
+        return 1
+
+    from vpop import assign
+    from vpop.config import load_settings
+    from vpop.stores import open_store
+
+    settings = load_settings()
+    domain = assign.lookup(settings.qmail_home, DOMAIN)
+    store = open_store(settings)
+    record = store.get_user(USER, domain)
+    store.close()
+    domain_dir = domain.dir
+    print(f"\ndomain {DOMAIN}: {domain_dir} (users/assign -> users/cdb)")
+    print(f"  .qmail-default: {open(domain_dir + '/.qmail-default').read().strip()}")
     print(f"user {USER}@{DOMAIN}: {record.dir}  hash {record.passwd}")
 
     env = {"PATH": "/usr/bin:/bin", "VPOP_CONFIG": config, "TCPLOCALPORT": "110",

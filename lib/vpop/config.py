@@ -58,6 +58,16 @@ def _paths(value: str) -> tuple[str, ...]:
     return tuple(_path(part) for part in value.split())
 
 
+_PROCESS_NAME = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def _signal_target(value: str) -> str:
+    """``none``, a pid file (an absolute path), or the name of the processes to signal."""
+    if value.startswith("/") or value == "none" or (value and _PROCESS_NAME.issuperset(value)):
+        return value
+    raise ValueError("expected none, an absolute pid file path or a process name")
+
+
 # key -> (parser, default).  A default of None for a path means "derived" (see Settings).
 _KEYS = {
     "vpopmail_home": (_path, "/home/vpopmail"),
@@ -90,6 +100,8 @@ _KEYS = {
     "quota_small_message_bytes": (_number, 1024),
     "quota_warn_percent": (_number, 90),
     "qmail_inject": (_path, None),
+    # the admin commands: how qmail-send learns of a changed virtualdomains (a SIGHUP)
+    "qmail_send_signal": (_signal_target, "qmail-send"),
     # qmail-mysql
     "sqlserver": (_path, None),
     "sqlserver_world_readable": (_choice("warn", "refuse"), "warn"),
@@ -133,6 +145,7 @@ class Settings:
     quota_small_message_bytes: int
     quota_warn_percent: int
     qmail_inject: str
+    qmail_send_signal: str
     sqlserver: str
     sqlserver_world_readable: str
     getpw_system_users: bool
