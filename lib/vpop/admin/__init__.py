@@ -6,9 +6,6 @@ Used by the demo, the tests and the admin commands (package ``vpop_admin``).  Th
 its Maildir and a record in the configured store.
 """
 
-import os
-
-from vpop import assign
 from vpop.config import Settings
 from vpop.stores.base import User
 
@@ -19,8 +16,7 @@ def add_domain(settings: Settings, domain: str, uid: int, gid: int, vdelivermail
     (moved to :func:`vpop.admin.domains.add_domain`)."""
     from vpop.admin.domains import add_domain as add
 
-    domain_dir = add(settings, domain, uid, gid, vdelivermail, aliases)
-    return domain_dir
+    return add(settings, domain, uid, gid, vdelivermail, aliases)
 
 
 def add_user(settings: Settings, domain: str, user: str, password: str, **options) -> User:
