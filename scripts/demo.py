@@ -94,11 +94,12 @@ def main() -> int:
     print(f"sandbox: {sandbox}")
     print(f"settings: {config}")
 
-    # The domain and its postmaster, as an operator adds them (other users: vpop.admin.add_user
-    # until vadduser is installed too).
+    # The domain, its postmaster and one more user, as an operator adds them.
     admin_env = {"PATH": "/usr/bin:/bin", "VPOP_CONFIG": config}
     added = True
-    for argv in ([f"{VENV_BIN}/vadddomain", DOMAIN, PASSWORD], [f"{VENV_BIN}/vdominfo", DOMAIN]):
+    for argv in ([f"{VENV_BIN}/vadddomain", DOMAIN, PASSWORD],
+                 [f"{VENV_BIN}/vadduser", "-q", "10M", f"alice@{DOMAIN}", "alice-secret"],
+                 [f"{VENV_BIN}/vdominfo", DOMAIN], [f"{VENV_BIN}/vuserinfo", f"alice@{DOMAIN}"]):
         shown = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(argv))
         print(f"\n$ {shown}")
         done = subprocess.run(argv, env=admin_env, capture_output=True, text=True, timeout=60)
