@@ -139,6 +139,48 @@ def measure_rehash(runs: int) -> None:
            statistics.median(floor), None)
 
 
+FLOOR_S_ARGV = [PYTHON, "-I", "-S", "-c", "pass"]  # the admin budgets' floor
+
+
+def measure_admin(runs: int, store: str, mysql: dict | None = None, sizes=(1_000, 100_000)) -> None:
+    """``vadduser`` (a new user each run) and ``vuserinfo`` in a domain of N users, against
+    ``python -I -S -c pass``: how they grow with the domain (vpasswd + cdb are rewritten on CDB)."""
+    import pymysql
+    from vpop.assign import lookup
+    from vpop.config import load_settings
+    from vpop.stores.cdb import write_vpasswd
+
+    for size in sizes:
+        config, base, domain_dir = sandbox(store, mysql)
+        settings = load_settings({"VPOP_CONFIG": config})
+        domain = lookup(settings.qmail_home, "example.com")
+        fixed = "$1$benchsal$0HqPtr3XSWiaqDP8wISgX/"
+        if store == "cdb":
+            write_vpasswd(domain_dir, [f"bulk{n}:{fixed}:1:0:bulk{n}:{domain_dir}/bulk{n}:NOQUOTA:"
+                                       for n in range(size)], domain.uid, domain.gid)
+        else:
+            conn = pymysql.connect(unix_socket=mysql["unix_socket"], user=mysql["user"],
+                                   password=mysql["password"], database=mysql["database"], autocommit=True)
+            with conn.cursor() as cur:
+                cur.execute("DELETE FROM vpopmail WHERE pw_domain = 'example.com' AND pw_name LIKE 'bulk%%'")
+                rows = [(f"bulk{n}", fixed, f"bulk{n}", f"{domain_dir}/bulk{n}") for n in range(size)]
+                cur.executemany("INSERT INTO vpopmail (pw_name, pw_domain, pw_passwd, pw_uid, pw_gid, "
+                                "pw_gecos, pw_dir, pw_shell, pw_clear_passwd) VALUES (%s, 'example.com', %s, "
+                                "0, 0, %s, %s, 'NOQUOTA', '')", rows)
+            conn.close()
+        env = {"PATH": "/usr/bin:/bin", "VPOP_CONFIG": config}
+        count = max(3, min(runs, 9))
+        added, info, floor = [], [], []
+        for i in range(count):
+            floor.append(spawn_time(FLOOR_S_ARGV, FLOOR_ENV))
+            added.append(spawn_time([f"{VENV_BIN}/vadduser", f"new{size}x{i}@example.com", "secret"], env))
+            info.append(spawn_time([f"{VENV_BIN}/vuserinfo", f"new{size}x{i}@example.com"], env))
+        base_floor = statistics.median(floor)
+        report(f"vadduser, {store}, domain of {size} users", statistics.median(added), base_floor,
+               50.0 if store == "cdb" and size == 100_000 else None)
+        report(f"vuserinfo, {store}, domain of {size} users", statistics.median(info), base_floor, None)
+
+
 def measure_refusals(runs: int, store: str, mysql: dict | None = None) -> None:
     """Medians of refused logins: a wrong password against an unknown user and an unknown domain.
 
@@ -337,6 +379,7 @@ def main() -> int:
     measure_store(args.runs, "cdb", (1.6, 1.8))
     measure_rehash(args.runs)
     measure_refusals(args.runs, "cdb")
+    measure_admin(args.runs, "cdb")
     sys.path.insert(0, os.path.join(ROOT, "tests"))
     from servers import private_mariadb
 
@@ -346,6 +389,7 @@ def main() -> int:
         measure_refusals(args.runs, "mysql", db)
         measure_getpw(args.runs, db)
         measure_vmail_sql(args.runs, db)
+        measure_admin(args.runs, "mysql", db)
         measure_vconvert(db)
     return 0
 
