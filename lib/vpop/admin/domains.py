@@ -1171,13 +1171,14 @@ def random_password(length: int = RANDOM_LENGTH) -> str:
 def vadddomain(settings: Settings, name: str, password: str, *, uid: int, gid: int, base_dir: str = "",
                quota: str = "NOQUOTA", qmail_default: "Callable[[str], str] | None" = None,
                optimize: bool = False) -> "tuple[Domain, bool]":
-    """The domain, then its postmaster (gecos ``Postmaster``) through :func:`vpop.admin.add_user`,
-    then the :data:`UNFINISHED` mark goes.  Returns the domain and whether a postmaster was made
-    (a run that finishes a killed one finds it made already).
+    """The domain, then its postmaster (gecos ``Postmaster``) through
+    :func:`vpop.admin.users.create_user` (as vadduser makes a user: its ``maildirsize`` with a
+    quota, its ``lastauth`` of ``0.0.0.0``), then the :data:`UNFINISHED` mark goes.  Returns the
+    domain and whether a postmaster was made (a run that finishes a killed one finds it made already).
 
     A postmaster that cannot be made takes the domain away again (``Error: (vadduser) ...``).
     """
-    from vpop import admin
+    from vpop.admin import users
     from vpop.stores import open_store
 
     if len(password) > MAX_PW_CLEAR_PASSWD:
@@ -1191,8 +1192,8 @@ def vadddomain(settings: Settings, name: str, password: str, *, uid: int, gid: i
         try:
             if store.get_user("postmaster", found) is None:
                 _restart(settings, store, found)
-                admin.add_user(settings, found.real, "postmaster", password, gecos="Postmaster", quota=quota,
-                               hash_method=method, store=store)
+                users.create_user(settings, store, found, "postmaster", password, gecos="Postmaster",
+                                  quota=quota, hash_method=method)
                 made = True
         except BaseException as exc:
             try:
