@@ -23,7 +23,8 @@ DIFFERENCES = """\
 def command(args: Sequence[str]) -> int:
     from vpop.admin import domains
 
-    opts, operands = domains.options("vdominfo", USAGE, DIFFERENCES, list(args), "vanugdtr")
+    opts, operands = cli.options("vdominfo", args, "vanugdtr", USAGE,
+                                 cli.with_differences(USAGE, "vdominfo", DIFFERENCES))
     everything, letters = True, ""
     for letter, _ in opts:
         if letter == "v":

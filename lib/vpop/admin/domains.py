@@ -34,7 +34,7 @@ import stat
 import sys
 
 from vpop import assign
-from vpop.admin.cli import AdminError
+from vpop.admin.cli import MAX_PW_CLEAR_PASSWD, AdminError
 from vpop.assign import Domain
 from vpop.config import Settings
 from vpop.errors import TemporaryFailure
@@ -45,14 +45,11 @@ if TYPE_CHECKING:
 
 MAX_PW_DOMAIN = 96
 MAX_PW_DIR = 160
-MAX_PW_CLEAR_PASSWD = 128
 MAX_PW_QUOTA = 20
 RCPTHOSTS_LIMIT = 50  # count_rcpthosts() >= 50: new names go to morercpthosts
 DIR_MODE = 0o750  # VPOPMAIL_DIR_MODE
 FILE_MODE = 0o600  # vpopmail's umask 077
 QMAIL_MODE = 0o644  # VPOPMAIL_QMAIL_MODE: users/assign and the control files
-RANDOM_LENGTH = 12  # vpopmail 5.6 (5.4: 8)
-RANDOM_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 SPECIAL_DELIVERIES = ("delete", "bounce-no-mailbox")
 # vpop.passwords.make_hash's method for each password_scheme it can make
 _HASH_METHODS = {"sha512-crypt": "sha512", "md5-crypt": "md5", "bcrypt": "bcrypt"}
@@ -1161,13 +1158,6 @@ def postmaster_quota(text: str | None) -> str:
     return formatted
 
 
-def random_password(length: int = RANDOM_LENGTH) -> str:
-    """``-r[len]``: letters and digits from :mod:`secrets` (vpopmail: ``rand()`` seeded with the time)."""
-    import secrets
-
-    return "".join(secrets.choice(RANDOM_ALPHABET) for _ in range(length))
-
-
 def vadddomain(settings: Settings, name: str, password: str, *, uid: int, gid: int, base_dir: str = "",
                quota: str = "NOQUOTA", qmail_default: "Callable[[str], str] | None" = None,
                optimize: bool = False) -> "tuple[Domain, bool]":
@@ -1265,21 +1255,6 @@ def add_domain(settings: Settings, domain: str, uid: int, gid: int, vdelivermail
 # ------------------------------------------------------------------ command lines
 
 
-def options(program: str, usage: str, differences: str, args: "list[str]",
-            spec: str) -> "tuple[list, list[str]]":
-    """The command line through :func:`vpop.admin.cli.getopt`; ``--help`` prints the usage and how
-    this tool differs from vpopmail's (exit 0), a bad option the usage (exit 2)."""
-    from vpop.admin.cli import Usage, getopt
-
-    words = args[:args.index("--")] if "--" in args else args
-    if "--help" in words:
-        raise AdminError(usage + "\n\nDifferences from vpopmail's " + program + ":\n" + differences, 0)
-    try:
-        return getopt(program, args, spec)
-    except Usage:
-        raise Usage(usage) from None
-
-
 def number_option(letter: str, value: str, usage: str) -> int:
     """``-i``/``-g``: ASCII digits (vpopmail's atoi made ``-i x`` uid 0)."""
     from vpop.admin.cli import Usage
@@ -1306,24 +1281,6 @@ def vpopmail_ids() -> "tuple[int, int, str]":
     except KeyError:
         gid = entry.pw_gid
     return entry.pw_uid, gid, entry.pw_dir
-
-
-def prompt_password(address: str) -> str:
-    """vpopmail's ``vgetpasswd``: asked twice until both agree (an empty answer or the end of the
-    input ends the loop with no password)."""
-    import getpass
-
-    while True:
-        try:
-            first = getpass.getpass(f"Please enter password for {address}: ")
-            if not first:
-                return ""
-            second = getpass.getpass("enter password again: ")
-        except EOFError:
-            return ""
-        if first == second:
-            return first
-        print("Passwords do not match, try again", flush=True)
 
 
 def load() -> Settings:
