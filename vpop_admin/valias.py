@@ -82,8 +82,7 @@ def command(args: Sequence[str]) -> int:
                 raise cli.AdminError(f"No aliases {alias}@{shown} found")
     finally:
         store.close()
-    if out:
-        print("\n".join(out), flush=True)
+    cli.print_lines(out)
     return 0
 
 

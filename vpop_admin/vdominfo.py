@@ -53,8 +53,7 @@ def command(args: Sequence[str]) -> int:
     finally:
         if store is not None:
             store.close()
-    if lines:
-        print("\n".join(lines), flush=True)
+    cli.print_lines(lines)
     return 0
 
 

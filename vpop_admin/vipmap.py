@@ -44,8 +44,7 @@ def command(args: Sequence[str]) -> int:
     try:
         if action == "p":
             lines = [f"{ip} {domain}" for ip, domain in store.ip_map()]
-            if lines:
-                print("\n".join(lines), flush=True)
+            cli.print_lines(lines)
         elif action == "a":
             store.connect_for_updates()
             store.add_ip_map(ip, domain)

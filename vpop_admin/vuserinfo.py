@@ -58,8 +58,7 @@ def command(args: Sequence[str]) -> int:
                 out += users.info_lines(settings, store, found, record, fields)
     finally:
         store.close()
-    if out:
-        print("\n".join(out), flush=True)
+    cli.print_lines(out)
     return 0
 
 

@@ -151,6 +151,12 @@ def prompt_password(address: str) -> str:
         print("Passwords do not match, try again", flush=True)
 
 
+def print_lines(lines: Sequence[str]) -> None:
+    """A command's output lines on stdout, one a line (no lines: nothing, not even a newline)."""
+    if lines:
+        print("\n".join(lines), flush=True)
+
+
 def version_line() -> str:
     """What ``-v`` prints (``version: <VERSION>``): the version of this distribution."""
     from importlib.metadata import PackageNotFoundError, version
