@@ -628,7 +628,8 @@ def test_vdeldomain_takes_the_domain_s_rows_and_only_those(request: pytest.Fixtu
         ok(site, "vadddomain", "other.org", PASSWORD)
         site.add_user("example.org", "bob", PASSWORD)
         for domain in ("example.org", "other.org"):
-            mysql_rows(site.db, "INSERT INTO lastauth VALUES ('postmaster', %s, '192.0.2.1', 1)", (domain,))
+            # REPLACE: vadddomain wrote the postmaster's lastauth row (0.0.0.0) already, as vpopmail's does
+            mysql_rows(site.db, "REPLACE INTO lastauth VALUES ('postmaster', %s, '192.0.2.1', 1)", (domain,))
             mysql_rows(site.db, "INSERT INTO valias VALUES ('info', %s, 'postmaster@example.net')", (domain,))
             mysql_rows(site.db, "INSERT INTO limits (domain, maxpopaccounts) VALUES (%s, 10)", (domain,))
         assert {r[0] for r in mysql_rows(site.db, "SELECT domain FROM dir_control")} == {

@@ -21,7 +21,8 @@ def command(args: Sequence[str]) -> int:
     from vpop.admin import domains
     from vpop.names import ascii_lower
 
-    opts, operands = domains.options("vaddaliasdomain", USAGE, DIFFERENCES, list(args), "v")
+    opts, operands = cli.options("vaddaliasdomain", args, "v", USAGE,
+                                 cli.with_differences(USAGE, "vaddaliasdomain", DIFFERENCES))
     for letter, _ in opts:
         if letter == "v":
             print(cli.version_line(), flush=True)

@@ -50,7 +50,8 @@ def command(args: Sequence[str]) -> int:
 
     from vpop.admin import domains
 
-    opts, operands = domains.options("vadddomain", USAGE, DIFFERENCES, list(args), "q:be:u:vi:g:d:Or::")
+    opts, operands = cli.options("vadddomain", args, "q:be:u:vi:g:d:Or::", USAGE,
+                                 cli.with_differences(USAGE, "vadddomain", DIFFERENCES))
     quota = target = user = None
     base_dir = ""
     uid = gid = None
@@ -74,16 +75,11 @@ def command(args: Sequence[str]) -> int:
         elif letter == "O":
             optimize = True
         elif letter == "r":
-            from vpop.numbers import atoi
-
-            length = domains.RANDOM_LENGTH if value is None else atoi(value)
-            if length > domains.MAX_PW_CLEAR_PASSWD:
-                raise cli.AdminError(f"Error: password too long (max={domains.MAX_PW_CLEAR_PASSWD})",
-                                     256 - 27)
+            length = cli.random_length(value)
             if length <= 0:
                 raise cli.Usage(f"vadddomain: -r needs a length from 1 to 128, not {value!r}\n{USAGE}")
             random = True
-            password = domains.random_password(length)
+            password = cli.random_password(length)
     if user is not None:
         try:
             entry = pwd.getpwnam(user)
@@ -110,7 +106,10 @@ def command(args: Sequence[str]) -> int:
             raise cli.AdminError("Error: don't use -r option when giving password on command line")
         password = operands[1]
     elif not random:
-        password = domains.prompt_password("postmaster")
+        try:
+            password = cli.prompt_password("postmaster")
+        except EOFError:  # the end of the input: no password
+            password = ""
     if not password:
         raise cli.AdminError("Error: No password entered")
     _domain, made = domains.vadddomain(settings, name, password, uid=uid, gid=gid, base_dir=base_dir,

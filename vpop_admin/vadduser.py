@@ -20,7 +20,7 @@ options: -v (print the version)
 def command(args: Sequence[str]) -> int:
     from vpop.admin import users
 
-    opts, operands = users.options("vadduser", USAGE, list(args), "svc:nq:e:r::")
+    opts, operands = cli.options("vadduser", args, "svc:nq:e:r::", USAGE, USAGE + users.DIFFERENCES)
     quota = gecos = crypted = None
     password = ""
     random = no_password = False
@@ -39,7 +39,7 @@ def command(args: Sequence[str]) -> int:
             no_password = True
         elif letter == "r":
             random = True
-            password = users.random_password(users.random_length(value))
+            password = cli.random_password(cli.random_length(value))
     if not operands:
         raise cli.Usage(USAGE)
     address = operands[0]
@@ -58,7 +58,7 @@ def command(args: Sequence[str]) -> int:
         if store.get_user(user, found) is not None:
             raise cli.AdminError("Error: User already exists")
         if not no_password and crypted is None and not password:
-            password = users.prompt_password(address)
+            password = cli.prompt_password(address)
             if not password:
                 raise cli.AdminError("Error: No password entered\n" + USAGE)
         users.create_user(settings, store, found, user, password, quota=quota, gecos=gecos or "",

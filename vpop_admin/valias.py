@@ -25,12 +25,7 @@ Differences from vpopmail's tool:
 def command(args: Sequence[str]) -> int:
     from vpop.admin import aliases, users
 
-    if "--help" in args:
-        raise cli.AdminError(USAGE + DIFFERENCES, 0)
-    try:
-        opts, operands = cli.getopt("valias", args, "vnsdi:")
-    except cli.Usage:
-        raise cli.Usage(USAGE) from None
+    opts, operands = cli.options("valias", args, "vnsdi:", USAGE, USAGE + DIFFERENCES, help_anywhere=True)
     action, line = "s", ""
     for letter, value in opts:
         if letter == "v":
@@ -87,8 +82,7 @@ def command(args: Sequence[str]) -> int:
                 raise cli.AdminError(f"No aliases {alias}@{shown} found")
     finally:
         store.close()
-    if out:
-        print("\n".join(out), flush=True)
+    cli.print_lines(out)
     return 0
 
 

@@ -54,15 +54,10 @@ def command(args: Sequence[str]) -> int:
 
     args = list(args)
     head = args[:args.index("--")] if "--" in args else args
-    if "--help" in head:
-        raise cli.AdminError(HELP, 0)
     dry_run = "--dry-run" in head
     if dry_run:
         args = [word for i, word in enumerate(args) if word != "--dry-run" or i >= len(head)]
-    try:
-        opts, operands = cli.getopt("vconvert", args, "cmsMevdSf:F:")
-    except cli.Usage:
-        raise cli.Usage(USAGE) from None
+    opts, operands = cli.options("vconvert", args, "cmsMevdSf:F:", USAGE, HELP)
     kinds: list[str] = []
     debug = False
     passwd_file, shadow_file = "/etc/passwd", "/etc/shadow"

@@ -24,7 +24,8 @@ def command(args: Sequence[str]) -> int:
     from vpop.admin import domains
     from vpop.stores import open_store
 
-    opts, operands = domains.options("vdeldomain", USAGE, DIFFERENCES, list(args), "vf")
+    opts, operands = cli.options("vdeldomain", args, "vf", USAGE,
+                                 cli.with_differences(USAGE, "vdeldomain", DIFFERENCES))
     force = False
     for letter, _ in opts:
         if letter == "v":

@@ -25,14 +25,9 @@ def command(args: Sequence[str]) -> int:
     from vpop import clock
     from vpop.admin import users
 
-    if "--help" in args:
-        raise cli.AdminError(USAGE + DIFFERENCES, 0)
+    opts, _ = cli.options("vdeloldusers", args, "vVDd:a:e", USAGE, USAGE + DIFFERENCES, help_anywhere=True)
     if not args:
         raise cli.Usage(USAGE)
-    try:
-        opts, _ = cli.getopt("vdeloldusers", args, "vVDd:a:e")
-    except cli.Usage:
-        raise cli.Usage(USAGE) from None
     age, domain_name, every, verbose, delete = DEFAULT_AGE, "", False, False, False
     for letter, value in opts:
         if letter == "v":

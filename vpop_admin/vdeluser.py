@@ -11,7 +11,7 @@ options: -v (print version number)"""
 def command(args: Sequence[str]) -> int:
     from vpop.admin import users
 
-    opts, operands = users.options("vdeluser", USAGE, list(args), "v")
+    opts, operands = cli.options("vdeluser", args, "v", USAGE, USAGE + users.DIFFERENCES)
     for letter, _ in opts:
         if letter == "v":
             print(cli.version_line(), flush=True)

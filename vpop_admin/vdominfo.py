@@ -23,7 +23,8 @@ DIFFERENCES = """\
 def command(args: Sequence[str]) -> int:
     from vpop.admin import domains
 
-    opts, operands = domains.options("vdominfo", USAGE, DIFFERENCES, list(args), "vanugdtr")
+    opts, operands = cli.options("vdominfo", args, "vanugdtr", USAGE,
+                                 cli.with_differences(USAGE, "vdominfo", DIFFERENCES))
     everything, letters = True, ""
     for letter, _ in opts:
         if letter == "v":
@@ -52,8 +53,7 @@ def command(args: Sequence[str]) -> int:
     finally:
         if store is not None:
             store.close()
-    if lines:
-        print("\n".join(lines), flush=True)
+    cli.print_lines(lines)
     return 0
 
 

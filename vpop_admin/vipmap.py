@@ -19,14 +19,9 @@ Differences from vpopmail's tool:
 def command(args: Sequence[str]) -> int:
     from vpop.admin import aliases, users
 
-    if "--help" in args:
-        raise cli.AdminError(USAGE + DIFFERENCES, 0)
+    opts, operands = cli.options("vipmap", args, "vpda", USAGE, USAGE + DIFFERENCES, help_anywhere=True)
     if not args:
         raise cli.Usage(USAGE)
-    try:
-        opts, operands = cli.getopt("vipmap", args, "vpda")
-    except cli.Usage:
-        raise cli.Usage(USAGE) from None
     action = "p"
     for letter, _ in opts:
         if letter == "v":
@@ -49,8 +44,7 @@ def command(args: Sequence[str]) -> int:
     try:
         if action == "p":
             lines = [f"{ip} {domain}" for ip, domain in store.ip_map()]
-            if lines:
-                print("\n".join(lines), flush=True)
+            cli.print_lines(lines)
         elif action == "a":
             store.connect_for_updates()
             store.add_ip_map(ip, domain)

@@ -65,12 +65,8 @@ PERM_OPTIONS = {"p": "perm_account", "a": "perm_alias", "f": "perm_forward", "r"
 def command(args: Sequence[str]) -> int:
     from vpop.admin import limits, users
 
-    if "--help" in args:
-        raise cli.AdminError(USAGE + DIFFERENCES, 0)
-    try:
-        opts, operands = cli.getopt("vmoddomlimits", args, "vSDdQ:q:M:m:P:A:F:R:L:g:p:a:f:r:l:u:o:x:z:h")
-    except cli.Usage:
-        raise cli.Usage(USAGE) from None
+    opts, operands = cli.options("vmoddomlimits", args, "vSDdQ:q:M:m:P:A:F:R:L:g:p:a:f:r:l:u:o:x:z:h", USAGE,
+                                 USAGE + DIFFERENCES, help_anywhere=True)
     show = delete = default_file = False
     changes: dict = {}
     for letter, value in opts:

@@ -48,7 +48,8 @@ def command(args: Sequence[str]) -> int:
 
     from vpop.admin import users
 
-    opts, operands = users.options("vmoduser", USAGE, list(args), "D:avunxc:q:dpswibro0123he:C:fFSEm")
+    opts, operands = cli.options("vmoduser", args, "D:avunxc:q:dpswibro0123he:C:fFSEm", USAGE,
+                                 USAGE + users.DIFFERENCES)
     gecos = directory = clear = crypted = quota = None
     clear_flags = False
     flags = 0

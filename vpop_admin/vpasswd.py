@@ -12,7 +12,7 @@ options: -v (print version number)
 def command(args: Sequence[str]) -> int:
     from vpop.admin import users
 
-    opts, operands = users.options("vpasswd", USAGE, list(args), "vr::")
+    opts, operands = cli.options("vpasswd", args, "vr::", USAGE, USAGE + users.DIFFERENCES)
     password = ""
     random = False
     for letter, value in opts:
@@ -20,7 +20,7 @@ def command(args: Sequence[str]) -> int:
             print(cli.version_line(), flush=True)
         elif letter == "r":
             random = True
-            password = users.random_password(users.random_length(value))
+            password = cli.random_password(cli.random_length(value))
     if not operands:
         raise cli.Usage(USAGE)
     address = operands[0]
@@ -36,7 +36,7 @@ def command(args: Sequence[str]) -> int:
         if store.get_user(user, found) is None:
             raise cli.AdminError("Error: User does not exist")
         if not password:
-            password = users.prompt_password(address)
+            password = cli.prompt_password(address)
         users.set_password(settings, store, found, user, password, shown_domain=domain)
     finally:
         store.close()

@@ -15,7 +15,7 @@ the quota will be applied to all users in that domain"""
 def command(args: Sequence[str]) -> int:
     from vpop.admin import users
 
-    opts, operands = users.options("vsetuserquota", USAGE, list(args), "v")
+    opts, operands = cli.options("vsetuserquota", args, "v", USAGE, USAGE + users.DIFFERENCES)
     for letter, _ in opts:
         if letter == "v":
             print(cli.version_line(), flush=True)

@@ -24,7 +24,7 @@ SEPARATOR = "-" * 42  # vpopmail 5.6, before each user of -D
 def command(args: Sequence[str]) -> int:
     from vpop.admin import users
 
-    opts, operands = users.options("vuserinfo", USAGE, list(args), "anpugcdqQvlD:C")
+    opts, operands = cli.options("vuserinfo", args, "anpugcdqQvlD:C", USAGE, USAGE + users.DIFFERENCES)
     fields = "a"
     domain_name = ""
     for letter, value in opts:
@@ -58,8 +58,7 @@ def command(args: Sequence[str]) -> int:
                 out += users.info_lines(settings, store, found, record, fields)
     finally:
         store.close()
-    if out:
-        print("\n".join(out), flush=True)
+    cli.print_lines(out)
     return 0
 
 

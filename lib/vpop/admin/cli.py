@@ -13,6 +13,9 @@ from collections.abc import Callable, Sequence
 from vpop.errors import TemporaryFailure
 
 USAGE_EXIT = 2  # vpopmail: 0
+MAX_PW_CLEAR_PASSWD = 128
+RANDOM_LENGTH = 12  # vpopmail 5.6 (5.4: 8)
+RANDOM_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
 
 class AdminError(Exception):
@@ -95,6 +98,63 @@ def getopt(program: str, args: Sequence[str], spec: str) -> tuple[list[tuple[str
                 raise Usage("")
             break
     return options, operands
+
+
+def options(program: str, args: Sequence[str], spec: str, usage: str, help_text: str | None = None, *,
+            help_anywhere: bool = False) -> tuple[list[tuple[str, str | None]], list[str]]:
+    """A command line through :func:`getopt`: ``--help`` (before ``--``; with ``help_anywhere``
+    anywhere) prints ``help_text`` (the usage and how the tool differs from vpopmail's) and exits 0,
+    a bad option prints the usage and exits 2."""
+    words = list(args)
+    head = words[:words.index("--")] if "--" in words and not help_anywhere else words
+    if "--help" in head:
+        raise AdminError(usage if help_text is None else help_text, 0)
+    try:
+        return getopt(program, words, spec)
+    except Usage:
+        raise Usage(usage) from None
+
+
+def with_differences(usage: str, program: str, differences: str) -> str:
+    """``--help`` text: the usage, an empty line, then ``Differences from vpopmail's <program>:``."""
+    return usage + "\n\nDifferences from vpopmail's " + program + ":\n" + differences
+
+
+def random_length(argument: str | None) -> int:
+    """``-r[len]``: vpopmail's ``atoi`` of the length (12 without one); more than 128 is refused."""
+    from vpop.numbers import atoi
+
+    length = RANDOM_LENGTH if argument is None else atoi(argument)
+    if length > MAX_PW_CLEAR_PASSWD:
+        raise AdminError(f"Error: password too long (max={MAX_PW_CLEAR_PASSWD})", 256 - 27)
+    return max(length, 0)
+
+
+def random_password(length: int = RANDOM_LENGTH) -> str:
+    """``-r[len]``: letters and digits from :mod:`secrets` (vpopmail: ``rand()`` seeded with the time)."""
+    import secrets
+
+    return "".join(secrets.choice(RANDOM_ALPHABET) for _ in range(length))
+
+
+def prompt_password(address: str) -> str:
+    """vpopmail's ``vgetpasswd``: asked twice until both agree (an empty answer ends the loop with
+    no password; the end of the input is :class:`EOFError`, for the caller to decide)."""
+    import getpass
+
+    while True:
+        first = getpass.getpass(f"Please enter password for {address}: ")
+        if not first:
+            return ""
+        if first == getpass.getpass("enter password again: "):
+            return first
+        print("Passwords do not match, try again", flush=True)
+
+
+def print_lines(lines: Sequence[str]) -> None:
+    """A command's output lines on stdout, one a line (no lines: nothing, not even a newline)."""
+    if lines:
+        print("\n".join(lines), flush=True)
 
 
 def version_line() -> str:

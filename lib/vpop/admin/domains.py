@@ -34,7 +34,7 @@ import stat
 import sys
 
 from vpop import assign
-from vpop.admin.cli import AdminError
+from vpop.admin.cli import MAX_PW_CLEAR_PASSWD, AdminError
 from vpop.assign import Domain
 from vpop.config import Settings
 from vpop.errors import TemporaryFailure
@@ -43,16 +43,15 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
+    from vpop.stores.mysql import MysqlStore
+
 MAX_PW_DOMAIN = 96
 MAX_PW_DIR = 160
-MAX_PW_CLEAR_PASSWD = 128
 MAX_PW_QUOTA = 20
 RCPTHOSTS_LIMIT = 50  # count_rcpthosts() >= 50: new names go to morercpthosts
 DIR_MODE = 0o750  # VPOPMAIL_DIR_MODE
 FILE_MODE = 0o600  # vpopmail's umask 077
 QMAIL_MODE = 0o644  # VPOPMAIL_QMAIL_MODE: users/assign and the control files
-RANDOM_LENGTH = 12  # vpopmail 5.6 (5.4: 8)
-RANDOM_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 SPECIAL_DELIVERIES = ("delete", "bounce-no-mailbox")
 # vpop.passwords.make_hash's method for each password_scheme it can make
 _HASH_METHODS = {"sha512-crypt": "sha512", "md5-crypt": "md5", "bcrypt": "bcrypt"}
@@ -583,97 +582,6 @@ def _check_store(settings: Settings, what: str) -> None:
                          f"this site has store = {settings.store}")
 
 
-class _SqlDomain:
-    """The MySQL store's rows of one domain (vpopmail's ``vauth_adddomain``/``vauth_deldomain``)."""
-
-    def __init__(self, settings: Settings, store) -> None:
-        self.settings = settings
-        self.db = store.db
-
-    def user_table(self, name: str) -> str:
-        from vpop.stores.mysql import table_name
-
-        return "vpopmail" if self.settings.many_domains else table_name(name)
-
-    def holds_users(self, name: str) -> bool:
-        if self.settings.many_domains:
-            rows = self.db.query("SELECT 1 FROM vpopmail WHERE pw_domain = %s LIMIT 1", (name,), primary=True)
-        else:
-            rows = self.db.query(f"SELECT 1 FROM `{self.user_table(name)}` LIMIT 1", primary=True)
-        return bool(rows)
-
-    def table_exists(self, table: str) -> bool:
-        return bool(self.db.query("SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() "
-                                  "AND TABLE_NAME = %s", (table,), primary=True))
-
-    def create(self, name: str) -> bool:
-        """The users' table (``CREATE TABLE IF NOT EXISTS``); True when this made it."""
-        from vpop.stores.mysql import user_table_sql
-
-        table = self.user_table(name)
-        existed = self.table_exists(table)
-        self.db.execute(user_table_sql(table, self.settings.many_domains))
-        return not existed
-
-    def drop(self, name: str) -> None:
-        self.db.execute(f"DROP TABLE IF EXISTS `{self.user_table(name)}`")
-
-    def delete(self, name: str, others: "list[str]") -> None:
-        """The domain's users and their ``lastauth``, ``valias``, ``limits`` and ``dir_control`` rows in
-        one transaction; with ``many_domains = no`` its table dropped (unless another domain's name
-        makes the same table name: then it stays, with a warning)."""
-        from vpop.sqldb import _code
-
-        statements = [("DELETE FROM lastauth WHERE domain = %s", (name,)),
-                      ("DELETE FROM valias WHERE domain = %s", (name,)),
-                      ("DELETE FROM limits WHERE domain = %s", (name,)),
-                      ("DELETE FROM dir_control WHERE domain = %s", (name,))]
-        if self.settings.many_domains:
-            statements.insert(0, ("DELETE FROM vpopmail WHERE pw_domain = %s", (name,)))
-        conn = self.db.writer()
-        errors = self.db._errors()
-        try:
-            conn.begin()
-            with conn.cursor() as cursor:
-                for sql, args in statements:
-                    try:
-                        cursor.execute(sql, args)
-                    except errors as exc:
-                        if _code(exc) != 1146:  # no such table: nothing to delete
-                            raise
-            conn.commit()
-        except errors as exc:
-            try:
-                conn.rollback()
-            except errors:
-                pass
-            from vpop.errors import DatabaseFailure
-
-            raise DatabaseFailure(f"database update failed: {self.db._describe(exc)}") from None
-        if not self.settings.many_domains:
-            table = self.user_table(name)
-            sharing = [other for other in others if self.user_table(other) == table]
-            if sharing:
-                _warn(f"Warning: table {table} also holds the users of {', '.join(sharing)}: not dropped")
-            else:
-                self.drop(name)
-
-    def users_count(self, name: str, primary: bool = False) -> int:
-        """``cur_users`` of a ``dir_control`` row (a domain's, or ``dom_<uid>``); 0 without one."""
-        from vpop.numbers import atoi
-
-        rows = self.db.query("SELECT cur_users FROM dir_control WHERE domain = %s", (name,), primary=primary)
-        return atoi(rows[0][0]) if rows else 0
-
-    def forget_users(self, name: str) -> None:
-        self.db.execute("DELETE FROM dir_control WHERE domain = %s", (name,))
-
-    def forget_domain(self, uid: int) -> None:
-        """``dec_dir_control`` of the ``dom_<uid>`` row."""
-        self.db.execute("UPDATE dir_control SET cur_users = cur_users - 1 "
-                        "WHERE domain = %s AND cur_users > 0", (f"dom_{uid}",))
-
-
 def _counter(uid: int, gid: int, domains: str) -> Domain:
     """The ``dom_<uid>`` hashing state of a uid's domains, as a pseudo domain for the store's
     ``next_user_subdir`` (CDB: ``<domains>/.dir-control``; MySQL: the ``dom_<uid>`` row)."""
@@ -686,40 +594,22 @@ def _next_subdir(settings: Settings, store, uid: int, domains: str) -> str:
     from vpop.numbers import ascii_number
 
     if settings.store == "mysql":
-        count = _SqlDomain(settings, store).users_count(f"dom_{uid}", primary=True)
+        count = store.users_count(f"dom_{uid}", primary=True)
     else:
         lines = _read_lines(domains + "/.dir-control")
         count = (ascii_number(lines[0].strip().encode(), 999_999_999) or 0) if lines else 0
     return hash_path(count + 1)
 
 
-def _forget_domain(settings: Settings, store, uid: int, gid: int, domains: str) -> None:
+def _forget_domain(store, uid: int, gid: int, domains: str) -> None:
     """One domain less in the ``dom_<uid>`` count (vpopmail's ``dec_dir_control``)."""
-    if settings.store == "mysql":
-        _SqlDomain(settings, store).forget_domain(uid)
-        return
-    from vpop.files import lock_file, replace_file
-    from vpop.numbers import ascii_number
-
-    path = domains + "/.dir-control"
-    fd = lock_file(domains + "/.dir-control.lock", uid if _root() else None, gid)
-    try:
-        lines = _read_lines(path)
-        if not lines:
-            return
-        count = ascii_number(lines[0].strip().encode(), 999_999_999) or 0
-        if count <= 0:
-            return
-        data = "\n".join([str(count - 1), *lines[1:]]).encode() + b"\n"
-        replace_file(path, lambda handle: handle.write(data), uid if _root() else None, gid, FILE_MODE)
-    finally:
-        os.close(fd)
+    store.forget_subdir(_counter(uid, gid, domains))
 
 
 def _users_count(settings: Settings, store, entry: Entry) -> int:
     """``cur_users`` of the real domain's hashing state (what vdominfo prints as ``users:``)."""
     if settings.store == "mysql":
-        return _SqlDomain(settings, store).users_count(entry.real)
+        return store.users_count(entry.real)
     from vpop.files import ANY_OWNER, read_file
     from vpop.numbers import ascii_number
 
@@ -859,7 +749,7 @@ def _make_domain_dir(settings: Settings, store, name: str, uid: int, gid: int, b
             # other domain is added meanwhile; another host on the same database may take the same
             # hash directory, which only puts two domains side by side)
             store.next_user_subdir(_counter(uid, gid, domains), owner, gid)
-            undo.add(lambda: _forget_domain(settings, store, uid, gid, domains))
+            undo.add(lambda: _forget_domain(store, uid, gid, domains))
             made = os.fstat(fd)
             with UserDir(path, (uid,)) as directory:
                 seen = os.fstat(directory.fd)
@@ -966,7 +856,7 @@ def create_domain(settings: Settings, store, name: str, uid: int, gid: int, *, b
                          "no mailbox as root")
     qmail_default = qmail_default or delivery_line(settings)
     base = (base_dir or settings.vpopmail_home).rstrip("/") or "/"
-    sql = _SqlDomain(settings, store) if settings.store == "mysql" else None
+    sql = store if settings.store == "mysql" else None  # the MySQL store's own domain rows
     if sql is not None:
         store.connect_for_updates()
     sql_check = None if keep_rows else sql
@@ -980,7 +870,7 @@ def create_domain(settings: Settings, store, name: str, uid: int, gid: int, *, b
     return found
 
 
-def _refusals(settings: Settings, sql: "_SqlDomain | None", name: str, mark: bool) -> Domain | None:
+def _refusals(settings: Settings, sql: "MysqlStore | None", name: str, mark: bool) -> Domain | None:
     """Why ``name`` cannot be added; None when it can, the domain when it is one to finish."""
     found = known(settings, name)
     if found is not None:
@@ -992,20 +882,20 @@ def _refusals(settings: Settings, sql: "_SqlDomain | None", name: str, mark: boo
         raise AdminError(f"Error: control/virtualdomains routes {name} elsewhere ({conflict}): "
                          "remove that line first")
     if sql is not None and sql.holds_users(name):
-        raise AdminError(f"Error: table {sql.user_table(name)} already holds users of {name} "
+        raise AdminError(f"Error: table {sql.domain_table(name)} already holds users of {name} "
                          "(left by an earlier domain, or another domain's table name)")
     return None
 
 
-def _new_domain(settings: Settings, store, sql: "_SqlDomain | None", name: str, uid: int, gid: int, base: str,
+def _new_domain(settings: Settings, store, sql: "MysqlStore | None", name: str, uid: int, gid: int, base: str,
                 qmail_default: "Callable[[str], str]", optimize: bool, mark: bool) -> Domain:
     """:func:`create_domain`'s work under the lock: directory, store, control files and (the
     commit) users/assign; a failure undoes what was done."""
     undo = _Undo()
     try:
         path = _make_domain_dir(settings, store, name, uid, gid, base, qmail_default, undo, mark)
-        if sql is not None and sql.create(name) and not settings.many_domains:
-            undo.add(lambda: sql.drop(name))
+        if sql is not None and sql.create_domain_table(name) and not settings.many_domains:
+            undo.add(lambda: sql.drop_domain_table(name))
         _add_control(settings, name, optimize, undo)
         line = assign_line(name, name, uid, gid, path)
         undo.add(lambda: _update_assign(settings, remove=lambda text: text == line))
@@ -1048,7 +938,7 @@ def delete_domain(settings: Settings, store, name: str) -> "list[str]":
     users/assign goes last, so a vdeldomain killed on the way is finished by running it again.
     """
     _check_store(settings, "vdeldomain")
-    sql = _SqlDomain(settings, store) if settings.store == "mysql" else None
+    sql = store if settings.store == "mysql" else None
     if sql is not None:
         store.connect_for_updates()
     with _AssignLock(settings):
@@ -1069,7 +959,10 @@ def delete_domain(settings: Settings, store, name: str) -> "list[str]":
         if not entry.alias:
             if sql is not None:
                 others = [e.domain for e in entries if not e.alias and e.domain != name]
-                sql.delete(name, others)
+                sharing = sql.delete_domain_rows(name, others)
+                if sharing:
+                    _warn(f"Warning: table {sql.domain_table(name)} also holds the users of "
+                          f"{', '.join(sharing)}: not dropped")
             _remove_dir(entry.dir)
         gone = set(names)
 
@@ -1085,7 +978,7 @@ def delete_domain(settings: Settings, store, name: str) -> "list[str]":
             domains = _domains_of(entry, settings)
             if domains is not None or sql is not None:
                 try:
-                    _forget_domain(settings, store, entry.uid, entry.gid, domains or "")
+                    _forget_domain(store, entry.uid, entry.gid, domains or "")
                 except TemporaryFailure as exc:
                     _warn(f"Warning: Failed to count {name} out of dom_{entry.uid}: {exc.message}")
     tell_qmail_send(settings)
@@ -1161,23 +1054,17 @@ def postmaster_quota(text: str | None) -> str:
     return formatted
 
 
-def random_password(length: int = RANDOM_LENGTH) -> str:
-    """``-r[len]``: letters and digits from :mod:`secrets` (vpopmail: ``rand()`` seeded with the time)."""
-    import secrets
-
-    return "".join(secrets.choice(RANDOM_ALPHABET) for _ in range(length))
-
-
 def vadddomain(settings: Settings, name: str, password: str, *, uid: int, gid: int, base_dir: str = "",
                quota: str = "NOQUOTA", qmail_default: "Callable[[str], str] | None" = None,
                optimize: bool = False) -> "tuple[Domain, bool]":
-    """The domain, then its postmaster (gecos ``Postmaster``) through :func:`vpop.admin.add_user`,
-    then the :data:`UNFINISHED` mark goes.  Returns the domain and whether a postmaster was made
-    (a run that finishes a killed one finds it made already).
+    """The domain, then its postmaster (gecos ``Postmaster``) through
+    :func:`vpop.admin.users.create_user` (as vadduser makes a user: its ``maildirsize`` with a
+    quota, its ``lastauth`` of ``0.0.0.0``), then the :data:`UNFINISHED` mark goes.  Returns the
+    domain and whether a postmaster was made (a run that finishes a killed one finds it made already).
 
     A postmaster that cannot be made takes the domain away again (``Error: (vadduser) ...``).
     """
-    from vpop import admin
+    from vpop.admin import users
     from vpop.stores import open_store
 
     if len(password) > MAX_PW_CLEAR_PASSWD:
@@ -1191,8 +1078,8 @@ def vadddomain(settings: Settings, name: str, password: str, *, uid: int, gid: i
         try:
             if store.get_user("postmaster", found) is None:
                 _restart(settings, store, found)
-                admin.add_user(settings, found.real, "postmaster", password, gecos="Postmaster", quota=quota,
-                               hash_method=method, store=store)
+                users.create_user(settings, store, found, "postmaster", password, gecos="Postmaster",
+                                  quota=quota, hash_method=method)
                 made = True
         except BaseException as exc:
             try:
@@ -1222,9 +1109,8 @@ def _restart(settings: Settings, store, domain: Domain) -> None:
     if os.path.lexists(leftover):
         _remove_dir(leftover)
     if settings.store == "mysql":
-        sql = _SqlDomain(settings, store)
-        if not sql.holds_users(domain.real):
-            sql.forget_users(domain.real)
+        if not store.holds_users(domain.real):
+            store.forget_dir_control(domain.real)
         return
     from vpop.stores.cdb import read_lines
 
@@ -1264,21 +1150,6 @@ def add_domain(settings: Settings, domain: str, uid: int, gid: int, vdelivermail
 # ------------------------------------------------------------------ command lines
 
 
-def options(program: str, usage: str, differences: str, args: "list[str]",
-            spec: str) -> "tuple[list, list[str]]":
-    """The command line through :func:`vpop.admin.cli.getopt`; ``--help`` prints the usage and how
-    this tool differs from vpopmail's (exit 0), a bad option the usage (exit 2)."""
-    from vpop.admin.cli import Usage, getopt
-
-    words = args[:args.index("--")] if "--" in args else args
-    if "--help" in words:
-        raise AdminError(usage + "\n\nDifferences from vpopmail's " + program + ":\n" + differences, 0)
-    try:
-        return getopt(program, args, spec)
-    except Usage:
-        raise Usage(usage) from None
-
-
 def number_option(letter: str, value: str, usage: str) -> int:
     """``-i``/``-g``: ASCII digits (vpopmail's atoi made ``-i x`` uid 0)."""
     from vpop.admin.cli import Usage
@@ -1305,24 +1176,6 @@ def vpopmail_ids() -> "tuple[int, int, str]":
     except KeyError:
         gid = entry.pw_gid
     return entry.pw_uid, gid, entry.pw_dir
-
-
-def prompt_password(address: str) -> str:
-    """vpopmail's ``vgetpasswd``: asked twice until both agree (an empty answer or the end of the
-    input ends the loop with no password)."""
-    import getpass
-
-    while True:
-        try:
-            first = getpass.getpass(f"Please enter password for {address}: ")
-            if not first:
-                return ""
-            second = getpass.getpass("enter password again: ")
-        except EOFError:
-            return ""
-        if first == second:
-            return first
-        print("Passwords do not match, try again", flush=True)
 
 
 def load() -> Settings:

@@ -16,17 +16,14 @@ import os
 import stat
 
 from vpop import assign
-from vpop.admin.cli import AdminError
+from vpop.admin.cli import MAX_PW_CLEAR_PASSWD, AdminError
 from vpop.assign import Domain
 from vpop.config import Settings
 from vpop.stores.base import NO_PASSWD_CHNG, Store, User
 
 NULL_REMOTE_IP = "0.0.0.0"  # vpopmail's lastauth of an account that never logged in
 MAX_PW_GECOS = 64
-MAX_PW_CLEAR_PASSWD = 128
 MAX_PW_QUOTA = 20
-RANDOM_LENGTH = 12  # vpopmail 5.6 (5.4: 8)
-RANDOM_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
 ILLEGAL_USERNAME = "Error: Illegal username"
 DOMAIN_MISSING = "Error: Domain does not exist"
@@ -77,13 +74,6 @@ def new_password_hash(settings: Settings, password: str, method: str | None = No
     if method is not None:
         return passwords.make_hash(password, method)
     return passwords.new_hash(password, settings.password_scheme)
-
-
-def random_password(length: int = RANDOM_LENGTH) -> str:
-    """``-r[len]``: letters and digits from :mod:`secrets` (vpopmail: ``rand()`` seeded with the time)."""
-    import secrets
-
-    return "".join(secrets.choice(RANDOM_ALPHABET) for _ in range(length))
 
 
 # ------------------------------------------------------------------ names and domains
@@ -454,47 +444,12 @@ def info_lines(settings: Settings, store: Store, domain: Domain, record: User, f
 
 # ------------------------------------------------------------------ command lines
 
+# ``--help``: the usage, then this (see :func:`vpop.admin.cli.options`)
 DIFFERENCES = """
 Differences from vpopmail's tool:
   a usage error exits 2 (vpopmail: 255 or 0); random passwords come from the secrets module;
   a user name with '/', '..', a leading '.', a space or a control character is refused;
   a quota that sets no limit is refused; new hashes follow the password_scheme setting."""
-
-
-def options(program: str, usage: str, args: list[str], spec: str) -> tuple[list, list[str]]:
-    """The command line through :func:`vpop.admin.cli.getopt`; ``--help`` prints the usage and
-    how this tool differs from vpopmail's (exit 0), a bad option the usage (exit 2)."""
-    from vpop.admin.cli import Usage, getopt
-
-    if "--help" in args[:args.index("--")] if "--" in args else "--help" in args:
-        raise AdminError(usage + DIFFERENCES, 0)
-    try:
-        return getopt(program, args, spec)
-    except Usage:
-        raise Usage(usage) from None
-
-
-def random_length(argument: str | None) -> int:
-    """``-r[len]``: vpopmail's ``atoi`` of the length (12 without one); more than 128 is refused."""
-    from vpop.numbers import atoi
-
-    length = RANDOM_LENGTH if argument is None else atoi(argument)
-    if length > MAX_PW_CLEAR_PASSWD:
-        raise AdminError("Error: password too long (max=128)", 256 - 27)
-    return max(length, 0)
-
-
-def prompt_password(address: str) -> str:
-    """vpopmail's ``vgetpasswd``: asked twice until both agree (an empty answer ends the loop)."""
-    import getpass
-
-    while True:
-        first = getpass.getpass(f"Please enter password for {address}: ")
-        if not first:
-            return ""
-        if first == getpass.getpass("enter password again: "):
-            return first
-        print("Passwords do not match, try again", flush=True)
 
 
 def open_store(settings: Settings) -> Store:

@@ -334,6 +334,11 @@ class Store:
         """A user is gone: one user less in the hashing state (vpopmail's ``dec_dir_control``), and
         its hash directory listed in ``.dir_control_free`` for the next user (``backfill``)."""
         release_subdir_file(domain, user_dir, name)
+        self.forget_subdir(domain)
+
+    def forget_subdir(self, domain: Domain) -> None:
+        """vpopmail's ``dec_dir_control``: ``cur_users`` of the hashing state less one (a domain's
+        users, or with a ``dom_<uid>`` pseudo domain, a uid's domains)."""
         forget_user(domain.dir, domain.uid if _is_root() else None, domain.gid)
 
 

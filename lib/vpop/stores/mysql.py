@@ -288,8 +288,70 @@ class MysqlStore(Store):
         from vpop.stores.base import release_subdir_file
 
         release_subdir_file(domain, user_dir, name)
+        self.forget_subdir(domain)
+
+    def forget_subdir(self, domain: Domain) -> None:
+        """``dec_dir_control`` on the ``dir_control`` row (a domain's, or ``dom_<uid>``)."""
         self.db.execute("UPDATE dir_control SET cur_users = cur_users - 1 "
                         "WHERE domain = %s AND cur_users > 0", (domain.real,), create=DIR_CONTROL_TABLE)
+
+    def users_count(self, name: str, primary: bool = False) -> int:
+        """``cur_users`` of a ``dir_control`` row (a domain's, or ``dom_<uid>``); 0 without one."""
+        from vpop.numbers import atoi
+
+        rows = self.db.query("SELECT cur_users FROM dir_control WHERE domain = %s", (name,), primary=primary)
+        return atoi(rows[0][0]) if rows else 0
+
+    def forget_dir_control(self, name: str) -> None:
+        """The ``dir_control`` row of ``name`` goes (its hashing state starts again)."""
+        self.db.execute("DELETE FROM dir_control WHERE domain = %s", (name,))
+
+    # ---- a domain's rows (vpopmail's ``vauth_adddomain``/``vauth_deldomain``)
+
+    def domain_table(self, name: str) -> str:
+        """The table that holds the users of domain ``name``."""
+        return "vpopmail" if self.settings.many_domains else table_name(name)
+
+    def holds_users(self, name: str) -> bool:
+        """Users of domain ``name`` are in the store (on the primary)."""
+        if self.settings.many_domains:
+            rows = self.db.query("SELECT 1 FROM vpopmail WHERE pw_domain = %s LIMIT 1", (name,), primary=True)
+        else:
+            rows = self.db.query(f"SELECT 1 FROM `{self.domain_table(name)}` LIMIT 1", primary=True)
+        return bool(rows)
+
+    def _table_exists(self, table: str) -> bool:
+        return bool(self.db.query("SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() "
+                                  "AND TABLE_NAME = %s", (table,), primary=True))
+
+    def create_domain_table(self, name: str) -> bool:
+        """The users' table of domain ``name`` (``CREATE TABLE IF NOT EXISTS``); True when this made it."""
+        table = self.domain_table(name)
+        existed = self._table_exists(table)
+        self.db.execute(user_table_sql(table, self.settings.many_domains))
+        return not existed
+
+    def drop_domain_table(self, name: str) -> None:
+        self.db.execute(f"DROP TABLE IF EXISTS `{self.domain_table(name)}`")
+
+    def delete_domain_rows(self, name: str, others: "list[str]") -> "list[str]":
+        """The domain's users and their ``lastauth``, ``valias``, ``limits`` and ``dir_control`` rows in
+        one transaction; with ``many_domains = no`` its table dropped, unless a domain of ``others``
+        makes the same table name: then it stays, and those domains are returned."""
+        statements = [("DELETE FROM lastauth WHERE domain = %s", (name,)),
+                      ("DELETE FROM valias WHERE domain = %s", (name,)),
+                      ("DELETE FROM limits WHERE domain = %s", (name,)),
+                      ("DELETE FROM dir_control WHERE domain = %s", (name,))]
+        if self.settings.many_domains:
+            statements.insert(0, ("DELETE FROM vpopmail WHERE pw_domain = %s", (name,)))
+        self._transaction(statements)
+        if self.settings.many_domains:
+            return []
+        table = self.domain_table(name)
+        sharing = [other for other in others if self.domain_table(other) == table]
+        if not sharing:
+            self.drop_domain_table(name)
+        return sharing
 
     def probe(self) -> None:
         self.db.query("SELECT 1")
