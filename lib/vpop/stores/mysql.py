@@ -100,10 +100,11 @@ class MysqlStore(Store):
         return User(str(row[0]), domain.real, str(row[1]), to_int(row[2]), to_int(row[3]), str(row[4]),
                     str(row[5]), str(row[6]), str(clear))
 
-    def add_user(self, record: User, domain: Domain) -> None:
+    def _user_row(self, record: User, domain: Domain, with_clear: bool) -> tuple[str, str, str, tuple]:
+        """(table, its CREATE, the column list, the values) of the user's row, in either layout."""
         values = [record.name, record.passwd, record.uid, record.gid, record.gecos, record.dir, record.shell]
         columns = "pw_name, pw_passwd, pw_uid, pw_gid, pw_gecos, pw_dir, pw_shell"
-        if self.settings.clear_passwords:
+        if with_clear:
             columns += ", pw_clear_passwd"
             values.append(record.clear)
         if self.settings.many_domains:
@@ -113,8 +114,12 @@ class MysqlStore(Store):
         else:
             table = table_name(domain.real)
             create = user_table_sql(table, False)
+        return table, create, columns, tuple(values)
+
+    def add_user(self, record: User, domain: Domain) -> None:
+        table, create, columns, values = self._user_row(record, domain, self.settings.clear_passwords)
         marks = ", ".join(["%s"] * len(values))
-        self.db.execute(f"REPLACE INTO `{table}` ({columns}) VALUES ({marks})", tuple(values), create=create)
+        self.db.execute(f"REPLACE INTO `{table}` ({columns}) VALUES ({marks})", values, create=create)
 
     def _user_table(self, domain: Domain) -> tuple[str, str, tuple]:
         """(table, WHERE for one user with a %s for the name, the domain's extra parameters)."""
@@ -137,18 +142,9 @@ class MysqlStore(Store):
 
     def insert_user(self, record: User, domain: Domain) -> bool:
         """One ``INSERT IGNORE``: no row is touched when the name is taken (another vadduser won)."""
-        values = [record.name, record.passwd, record.uid, record.gid, record.gecos, record.dir, record.shell,
-                  record.clear]
-        columns = "pw_name, pw_passwd, pw_uid, pw_gid, pw_gecos, pw_dir, pw_shell, pw_clear_passwd"
-        if self.settings.many_domains:
-            table, create = "vpopmail", user_table_sql("vpopmail", True)
-            columns += ", pw_domain"
-            values.append(domain.real)
-        else:
-            table = table_name(domain.real)
-            create = user_table_sql(table, False)
+        table, create, columns, values = self._user_row(record, domain, True)
         marks = ", ".join(["%s"] * len(values))
-        return self.db.execute(f"INSERT IGNORE INTO `{table}` ({columns}) VALUES ({marks})", tuple(values),
+        return self.db.execute(f"INSERT IGNORE INTO `{table}` ({columns}) VALUES ({marks})", values,
                                create=create) == 1
 
     def update_user(self, record: User, domain: Domain) -> bool:
