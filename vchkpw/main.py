@@ -8,21 +8,20 @@ exceptions of :mod:`vpop.errors` to exit codes in exactly one place (:func:`main
 import os
 import sys
 
+from vpop import auth
 from vpop import log as vlog
+from vpop.auth import IMAP, POP, SMTP, WEBMAIL, Attempt
 from vpop.errors import AuthFailure, ConfigError, TemporaryFailure, UsageError, VpopError, raised_at
+from vpop.log import stderr_line as _stderr
 from vpop.numbers import ascii_number
 from vpop.privileges import ActingAs
-from vpop.stores.base import NO_IMAP, NO_POP, NO_RELAY, NO_SMTP, NO_WEBMAIL
 
 FD3_LIMIT = 512
-SMTP, POP, IMAP, WEBMAIL = "smtp", "pop", "imap", "webmail"
 _PORTS = {
     "25": (SMTP, "smtp"), "110": (POP, "pop3"), "143": (IMAP, "imap"), "465": (SMTP, "smtps"),
     "587": (SMTP, "submission"), "993": (IMAP, "imaps"), "995": (POP, "pop3s"),
 }
 _DOVECOT_SERVICES = {"imap": IMAP, "pop3": POP, "smtp": SMTP, "submission": SMTP, "lmtp": SMTP}
-_DENIED_BIT = {POP: NO_POP, WEBMAIL: NO_WEBMAIL, IMAP: NO_IMAP, SMTP: NO_SMTP}
-ACCOUNT_STORES = ("qmail-mysql", "vmail-sql")
 _NOT_RUNNABLE = ("vchkpw is only for talking with qmail-popup and qmail-pop3d. "
                  "It is not for runnning on the command line.")
 
@@ -92,283 +91,35 @@ def detect_service(environ: dict, argv: list[str]) -> tuple[str, str, bool]:
     return service, "vchkpw-" + suffix, False
 
 
-class Login:
-    """One authentication attempt: what came in and what has been decided so far."""
+class Login(Attempt):
+    """vchkpw's attempt: the service comes from the port, Dovecot's variables or the program name."""
 
     def __init__(self, environ: dict, argv: list[str]) -> None:
         from vpop.names import remote_ip
 
-        self.environ = environ
-        self.argv = argv
         # Dovecot's checkpassword driver always sets ORIG_UID (its auth process uid) and SERVICE.
         self.dovecot = "ORIG_UID" in environ and ("SERVICE" in environ or "AUTHORIZED" in environ)
-        self.lookup_only = self.dovecot and environ.get("AUTHORIZED") == "1"
-        self.service, self.log_name, self.smtp_by_name = detect_service(environ, argv)
-        self.ip = remote_ip(environ)
-        self.raw_login = ""
-        self.user = ""
-        self.domain_name = ""
-        self.log: vlog.Logger | None = None
-
-    def say(self, category: int, text: str) -> None:
-        if self.log is not None:
-            self.log.log(category, f"{self.log_name}: {text}")
-
-    def who(self) -> str:
-        return f"{self.user}@{self.domain_name}:{self.ip}"
+        service, log_name, self.smtp_by_name = detect_service(environ, argv)
+        super().__init__(environ, service, remote_ip(environ), log_name,
+                         lookup_only=self.dovecot and environ.get("AUTHORIZED") == "1")
+        self.argv = argv
 
 
 def authenticate(login: Login, settings, data: bytes) -> None:
-    """Decide the login; on success set up the environment and exec (never returns)."""
-    from vpop import assign, passwords
-    from vpop.domains import default_domain
-    from vpop.names import split_login, valid_domain, valid_user
-
+    """Decide the login with :mod:`vpop.auth`; on success start the session (never returns)."""
     raw_login, password, challenge = split_fd3(data)
     if password:
         login.lookup_only = False  # a password was sent: check it, whatever AUTHORIZED says
-    text_login = raw_login.decode("utf-8", "replace")
-    login.raw_login = text_login
     # No NUL at all (an empty fd 3, or a login without its NUL) is misuse of the interface:
     # checkpassword's 2, and vpopmail's 12 or 13 with its log line.
     refusal = AuthFailure if b"\0" in data else UsageError
-    if not raw_login:
-        login.say(vlog.LOGON, f"null user name given {text_login}:{login.ip}")
-        raise refusal("null user name", 12)
-    if not password and not login.lookup_only:
-        login.say(vlog.PASSWD, f"null password given {text_login}:{login.ip}")
-        raise refusal("null password", 13)
-
-    if settings.store in ACCOUNT_STORES:
-        authenticate_account(login, settings, text_login, password, challenge)
-        return
-    user, domain_name = split_login(text_login)
-    if not domain_name:
-        domain_name = default_domain(settings, login.environ)
-    login.user, login.domain_name = user, domain_name
-    if not valid_user(user) or not valid_domain(domain_name):
-        # vpopmail's parse_email says which part on stderr (never stdout: that is the client)
-        _stderr(f"user invalid {user}" if not valid_user(user) else f"domain invalid {domain_name}")
-        login.say(vlog.PASSWD, f"invalid user/domain characters {text_login.lower()}:{login.ip}")
-        raise AuthFailure("invalid characters", 20)
-
-    domain = assign.lookup(settings.qmail_home, domain_name) if domain_name else None
-    record = None
-    from vpop.stores import open_store
-
-    store = open_store(settings)
-    if domain is not None:
-        login.domain_name = domain.real
-        record = store.get_user(user, domain)
-    else:
-        try:
-            store.probe()  # an unknown domain costs what an unknown user costs
-        except TemporaryFailure:
-            pass  # not in users/assign: unknown, whether or not the database answers
-    if record is None:
-        if password and not login.lookup_only:
-            passwords.spend_like_a_check(password, settings.password_scheme)
-        login.say(vlog.LOGON, f"vpopmail user not found {login.who()}")
-        raise AuthFailure("no such user", 3)
-
-    if login.lookup_only:
-        auth_type = "LOOKUP"
-    else:
-        auth_type = check_password(login, settings, store, domain, record, password, challenge, passwords)
-
-    from vpop.limits import effective_flags, read_limits_file
-
-    limits = store.domain_limits(domain)
-    if limits is None:
-        limits = read_limits_file(domain.dir, settings.etc_dir, domain.uid)
-    flags = effective_flags(record.gid, limits)
-    if flags & _DENIED_BIT[login.service]:
-        login.say(vlog.ACCESS, f"{login.service} access denied {login.who()}")
-        raise AuthFailure("service denied", 1)
-
-    if not record.dir:
-        make_blank_dir(login, store, record, domain)
-    from vpop.dirs import check_user_dir
-
-    check_user_dir(settings, domain.dir, record.dir)
-
-    if not login.lookup_only:
-        login.say(vlog.AUTH, f"({auth_type}) login success {login.who()}")
-        if auth_type == "PLAIN" and settings.rehash_on_login:
-            rehash_password(login, store, record, domain, password, settings.password_scheme)
-        after_login(login, settings, store, record, domain, flags)
-    store.close()
-    ident = Identity(record.name, domain.uid, domain.gid, record.dir, domain)
-    start_session(login, ident, f"{record.name}@{domain.name}")
+    grant = auth.authenticate(login, settings, raw_login, password, challenge, null_refusal=refusal)
+    if grant.mailbox:
+        login.environ["MAIL"] = grant.mailbox
+    start_session(login, grant)
 
 
-def authenticate_account(login: Login, settings, text_login: str, password: bytes, challenge: bytes) -> None:
-    """Logins of the account-based stores (qmail-mysql ``mailbox``, vmail-sql ``popbox``)."""
-    from vpop.stores import open_store
-
-    store = open_store(settings, login.log)
-    from vpop.names import ascii_lower
-
-    name = ascii_lower(text_login)
-    if settings.store == "vmail-sql" and "@" not in name and "%" not in name:
-        # tpop3d took the listening address's domain; here: VPOPMAIL_DOMAIN, the IP-alias map
-        # (ip_alias_domains) or etc/defaultdomain, as for vpopmail's own logins.
-        from vpop.domains import default_domain
-
-        domain = default_domain(settings, login.environ)
-        if domain:
-            name = f"{name}@{domain}"
-    login.user, _, login.domain_name = name.partition("@" if "@" in name else "%")
-    if not name or any(ord(c) < 33 or c in "/\\" for c in name):
-        login.say(vlog.PASSWD, f"invalid user/domain characters {name}:{login.ip}")
-        raise AuthFailure("invalid characters", 20)
-    account = store.find_account(name)
-    if account is None:
-        if password and not login.lookup_only:
-            from vpop.passwords import spend_like_a_check
-
-            spend_like_a_check(password, settings.password_scheme)
-        login.say(vlog.LOGON, f"vpopmail user not found {login.who()}")
-        raise AuthFailure("no such user", 3)
-    if account.problem:
-        login.say(vlog.INTERNAL, f"{account.problem} {login.who()}")
-        raise AuthFailure(account.problem, 3)
-    if login.lookup_only:
-        auth_type = "LOOKUP"
-    else:
-        auth_type = store.verify(account, password, challenge, login.service)
-        if auth_type is None:
-            refuse_password(login, password)
-    if account.suspended:
-        login.say(vlog.ACCESS, f"suspended account refused {login.who()}")
-        raise AuthFailure("suspended", 1)
-    if not login.lookup_only:
-        login.say(vlog.AUTH, f"({auth_type}) login success {login.who()}")
-    store.close()
-    if account.mailbox:
-        login.environ["MAIL"] = account.mailbox
-    start_session(login, Identity(account.name, account.uid, account.gid, account.home, None), account.name)
-
-
-class Identity:
-    """Whom the session runs as: name, uid, gid, home; ``domain`` for re-creating a vpopmail dir."""
-
-    def __init__(self, name: str, uid: int, gid: int, home: str, domain) -> None:
-        self.name = name
-        self.uid = uid
-        self.gid = gid
-        self.home = home
-        self.domain = domain
-
-
-def check_password(login: Login, settings, store, domain, record, password: bytes, challenge: bytes,
-                   passwords) -> str:
-    """CRAM-MD5 (SMTP) or APOP (POP) against the clear password, then the hash."""
-    clear = record.clear if settings.clear_passwords else ""
-    if clear and login.service == SMTP and passwords.cram_md5_verify(password, challenge, clear):
-        return "CRAM-MD5"
-    if clear and login.service == POP and passwords.apop_verify(password, challenge, clear):
-        return "APOP"
-    if not record.passwd:
-        login.say(vlog.PASSWD, f"user has no password {login.who()}")
-        raise AuthFailure("no password stored", 15)
-    try:
-        if passwords.verify(password, record.passwd):
-            return "PLAIN"
-    except TemporaryFailure as exc:
-        raise TemporaryFailure(f"{store.source(domain)}: damaged entry for {record.name}: {exc.message}") \
-            from None
-    refuse_password(login, password)
-
-
-def refuse_password(login: Login, password: bytes) -> None:
-    """Log the wrong password (with the password at logging p/v, as vpopmail) and refuse."""
-    if login.log is not None and login.log.with_passwords:
-        shown = password.decode("utf-8", "replace")
-        login.say(vlog.PASSWD, f"password fail (pass: '{shown}') {login.who()}")
-    else:
-        login.say(vlog.PASSWD, f"password fail {login.who()}")
-    raise AuthFailure("wrong password", 3)
-
-
-def make_blank_dir(login: Login, store, record, domain) -> None:
-    """A row with a blank pw_dir (inserted by billing) gets its directory, after the password."""
-    from vpop.dirs import discard_user_dir
-
-    try:
-        store.connect_for_updates()
-        with ActingAs(domain.uid, domain.gid):
-            path = store.make_user_dir(domain, record.name, None, None)
-        try:
-            with store.as_mail_user(domain):
-                stored = store.set_user_dir(record, domain, path)
-        except TemporaryFailure:
-            with ActingAs(domain.uid, domain.gid):
-                discard_user_dir(path)  # so that the next login can try again
-            raise
-        if stored != path:  # a concurrent login or delivery was first: use its directory
-            with ActingAs(domain.uid, domain.gid):
-                discard_user_dir(path)
-    except TemporaryFailure as exc:
-        login.say(vlog.INTERNAL, f"dir auto create failed {login.who()}")
-        raise TemporaryFailure(f"dir auto create failed: {exc.message}", 14) from None
-
-
-def rehash_password(login: Login, store, record, domain, password: bytes, scheme: str) -> None:
-    """``rehash_on_login``: a stored hash weaker than the policy becomes a ``scheme`` hash of the
-    password that was just checked, compare-and-set; a failure is logged, never refuses the login.
-
-    Nothing here runs (and nothing is imported) unless the stored hash is weaker.  Left alone:
-    a password that is not UTF-8 (crypt(3) through ``_crypt`` takes text), and a DES hash with a
-    password longer than 8 bytes (DES checked only the first 8: which password the user means
-    cannot be known).
-    """
-    from vpop import passwords
-
-    old = record.passwd
-    if not passwords.weaker_than_policy(old, scheme):
-        return
-    kind = passwords.hash_scheme(old)[0]
-    try:
-        text = password.decode("utf-8")
-    except UnicodeDecodeError:
-        return
-    if kind == "des" and len(password) > 8:
-        login.say(vlog.AUTH, f"password not rehashed: DES and more than 8 bytes {login.who()}")
-        return
-    try:
-        new = passwords.new_hash(text, scheme)
-        store.connect_for_updates()  # before the switch to the domain's uid (a root-only socket)
-        with store.as_mail_user(domain):  # CDB: vpasswd is the domain's
-            written = store.replace_password_hash(record, domain, old, new)
-    except (TemporaryFailure, OSError, ValueError) as exc:
-        login.say(vlog.INTERNAL, f"password not rehashed {login.who()}: {exc}")
-        return
-    if written:
-        login.say(vlog.AUTH, f"password rehashed {kind} -> {scheme} {login.who()}")
-    else:
-        login.say(vlog.AUTH, f"password not rehashed: changed meanwhile {login.who()}")
-
-
-def after_login(login: Login, settings, store, record, domain, flags: int) -> None:
-    """lastauth and roaming-user relay; their failures are logged, never refuse the login."""
-    from vpop import clock
-
-    now = int(clock.now())
-    if settings.auth_logging:
-        try:
-            with store.as_mail_user(domain):  # CDB: lastauth lives in the user's directory
-                store.set_lastauth(record, domain, login.ip, now)
-        except (TemporaryFailure, OSError) as exc:
-            login.say(vlog.INTERNAL, f"lastauth not recorded {login.who()}: {exc}")
-    if settings.roaming_users and not flags & NO_RELAY and login.service != SMTP and login.ip:
-        try:
-            store.open_relay(login.ip, now)
-        except (TemporaryFailure, OSError, ValueError) as exc:
-            login.say(vlog.INTERNAL, f"relay not opened {login.who()}: {exc}")
-
-
-def start_session(login: Login, ident: Identity, full_name: str) -> None:
+def start_session(login: Login, ident: auth.Grant) -> None:
     """Drop privileges, chdir, set the environment and exec argv[1..]."""
     env = login.environ
     is_root = os.geteuid() == 0
@@ -398,7 +149,8 @@ def start_session(login: Login, ident: Identity, full_name: str) -> None:
     if login.dovecot:
         # Dovecot renames the session to USER: keep the full address it asked about.
         # (an account store's session is the account's own name, whatever case was typed).
-        env["USER"] = login.raw_login if ident.domain is not None and "@" in login.raw_login else full_name
+        typed_address = ident.domain is not None and "@" in login.raw_login
+        env["USER"] = login.raw_login if typed_address else ident.full_name
     else:
         env["USER"] = ident.name
     env["HOME"] = ident.home
@@ -419,7 +171,7 @@ def start_session(login: Login, ident: Identity, full_name: str) -> None:
         raise TemporaryFailure(f"cannot run {login.argv[1]}: {exc.strerror}") from None
 
 
-def enter_home(login: Login, ident: Identity) -> None:
+def enter_home(login: Login, ident: auth.Grant) -> None:
     """chdir to the home; a vanished vpopmail user directory is re-created first."""
     try:
         os.chdir(ident.home)
@@ -488,9 +240,3 @@ def main(argv: list[str] | None = None) -> int:
                            f"{login.who()}")
         return 111
 
-
-def _stderr(text: str) -> None:
-    try:
-        os.write(2, (text + "\n").encode("utf-8", "replace"))
-    except OSError:
-        pass  # stderr may be closed

@@ -67,3 +67,11 @@ class Logger:
             self._sock.send(data)
         except OSError:
             pass
+
+
+def stderr_line(text: str) -> None:
+    """One line on fd 2, unbuffered; a closed stderr is not an error (qmail closes it)."""
+    try:
+        os.write(2, (text + "\n").encode("utf-8", "replace"))
+    except OSError:
+        pass
