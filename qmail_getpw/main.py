@@ -115,6 +115,8 @@ def resolve(local: bytes, lookup: Lookup) -> tuple[bytes, int, int, bytes, bytes
         if pos == len(local):
             return name, uid, gid, home, b"", b""
         return name, uid, gid, home, b"-", local[pos + 1:]
+    if lookup.store is not None and lookup.store.confirm_on_primary():
+        return resolve(local, lookup)  # no candidate on the replica: the primary decides before alias
     found = lookup.find(b"alias")
     if found is None:
         return EXIT_NOALIAS

@@ -82,17 +82,23 @@ def run(argv: list[str], environ: dict) -> int:
         raise PermanentFailure(LOOPING)
 
     def deliver(store) -> int:
-        if settings.valias and deliver_valias(delivery, store, user, domain, user_ext):
-            _out("vdelivermail: valiases processed\n")
-            return 0
-        record = store.get_user(user, domain)
-        if record is None and user_ext != user:
-            record = store.get_user(user_ext, domain)
-            delivery.user = user_ext
-            delivery.address = f"{user_ext}@{domain.real}"
-        if record is None:
-            return user_not_found(delivery, argv[2])
-        return check_user(delivery, store, record, ext)
+        while True:
+            if settings.valias and deliver_valias(delivery, store, user, domain, user_ext):
+                _out("vdelivermail: valiases processed\n")
+                return 0
+            record = store.get_user(user, domain)
+            if record is None and user_ext != user:
+                record = store.get_user(user_ext, domain)
+                if record is not None:
+                    delivery.user = user_ext
+                    delivery.address = f"{user_ext}@{domain.real}"
+            if record is not None:
+                return check_user(delivery, store, record, ext)
+            if not store.confirm_on_primary():  # nothing on a replica: the primary decides
+                if user_ext != user:
+                    delivery.user = user_ext
+                    delivery.address = f"{user_ext}@{domain.real}"
+                return user_not_found(delivery, argv[2])
 
     return with_store(settings, deliver)
 
@@ -104,28 +110,32 @@ def deliver_vmail_sql(settings, environ: dict, user: str, domain_name: str, inst
 
     def deliver(store) -> int:
         domain = store.domain(domain_name)
+        if domain is None and store.confirm_on_primary():
+            domain = store.domain(domain_name)
         if domain is None:
             raise TemporaryFailure(f"vdelivermail: domain {domain_name} is not in the domain table")
         message = Message(0)
         delivery = Delivery(settings, environ, message, user, domain)
         if is_looping(message, f"{user}@{domain.real}", environ.get("DTLINE", "")):
             raise PermanentFailure(LOOPING)
-        for local in (user, None, "_default_"):
-            if local is None:
-                mailbox = store.popbox(user, domain)
-                if mailbox is None:
-                    continue
-                if mailbox.endswith("/"):
-                    delivery.deliver_maildir(mailbox, own_maildir=True)
-                else:
-                    delivery.deliver_mbox(mailbox)
-                return 0
-            targets = store.forwarders(local, domain)
-            for target in targets:  # "&": an address, never a pipe or a file (Exim's forbid_*)
-                delivery.deliver_line("&" + target.lstrip("&"), domain.dir)
-            if targets:
-                return 0
-        return user_not_found(delivery, instruction)
+        while True:
+            for local in (user, None, "_default_"):
+                if local is None:
+                    mailbox = store.popbox(user, domain)
+                    if mailbox is None:
+                        continue
+                    if mailbox.endswith("/"):
+                        delivery.deliver_maildir(mailbox, own_maildir=True)
+                    else:
+                        delivery.deliver_mbox(mailbox)
+                    return 0
+                targets = store.forwarders(local, domain)
+                for target in targets:  # "&": an address, never a pipe or a file (Exim's forbid_*)
+                    delivery.deliver_line("&" + target.lstrip("&"), domain.dir)
+                if targets:
+                    return 0
+            if not store.confirm_on_primary():  # nothing on a replica: the primary decides
+                return user_not_found(delivery, instruction)
 
     return with_store(settings, deliver)
 

@@ -49,7 +49,7 @@ def command(args: Sequence[str]) -> int:
         if not force:
             print("   use -f to force delete of domain and all aliases", flush=True)
             return 0
-    store = open_store(settings)
+    store = open_store(settings, primary=True)
     try:
         domains.delete_domain(settings, store, name)
     finally:

@@ -47,7 +47,7 @@ def command(args: Sequence[str]) -> int:
     if settings.store == "mysql" and ("a" in fields or "t" in fields):
         from vpop.stores import open_store
 
-        store = open_store(settings)
+        store = open_store(settings, primary=True)
     try:
         lines = domains.info_blocks(settings, store, name, fields)
     finally:

@@ -117,6 +117,8 @@ def authenticate(attempt: Attempt, settings, raw_login: bytes, password: bytes, 
     if domain is not None:
         attempt.domain_name = domain.real
         record = store.get_user(user, domain)
+        if record is None and store.confirm_on_primary():
+            record = store.get_user(user, domain)  # not on the replica (yet?): the primary decides
     else:
         try:
             store.probe()  # an unknown domain costs what an unknown user costs
@@ -182,6 +184,8 @@ def authenticate_account(attempt: Attempt, settings, text_login: str, password: 
         attempt.say(vlog.PASSWD, f"invalid user/domain characters {name}:{attempt.ip}")
         raise AuthFailure("invalid characters", 20)
     account = store.find_account(name)
+    if account is None and store.confirm_on_primary():
+        account = store.find_account(name)  # not on the replica (yet?): the primary decides
     if account is None:
         if password and not attempt.lookup_only:
             from vpop.passwords import spend_like_a_check

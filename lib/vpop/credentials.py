@@ -126,15 +126,27 @@ def read_vpopmail_mysql(path: str) -> tuple[Server, Server]:
 
 
 _SQLSERVER_KEYS = ("server", "login", "password", "db", "port", "socket")
+#: the primary of a site whose ``server`` is a local replica (our addition; see parse_sqlserver)
+_UPDATE_KEYS = tuple("update_" + key for key in _SQLSERVER_KEYS)
 
 
 def parse_sqlserver(text: str, path: str) -> Server:
-    """qmail-mysql's ``control/sqlserver``: ``key value`` or ``key=value`` lines.
+    """The read server of qmail-mysql's ``control/sqlserver`` (see :func:`parse_sqlserver_pair`)."""
+    return parse_sqlserver_pair(text, path)[0]
+
+
+def parse_sqlserver_pair(text: str, path: str) -> tuple[Server, Server]:
+    """qmail-mysql's ``control/sqlserver``: (read server, update server).
 
     Keys ``server``, ``login``, ``password``, ``db`` and one of ``port``/``socket``.  The
     patch accepted exactly one space or one ``=``; we also accept what it wrongly refused:
     tabs, several spaces, blanks around ``=``, ``#`` comments, blank lines, CRLF, trailing
     blanks.  A password keeps inner spaces (everything after the separator, right-trimmed).
+
+    The patch named one server.  A site whose ``server`` is a local replica names its primary
+    with ``update_server`` (and, where they differ, ``update_login``, ``update_password``,
+    ``update_db``, ``update_port`` or ``update_socket``; the others are taken from the read
+    server's keys).  Without any ``update_`` key, one server does both.
     """
     values: dict[str, tuple[str, int]] = {}
     for number, raw in enumerate(text.split("\n"), 1):
@@ -153,8 +165,8 @@ def parse_sqlserver(text: str, path: str) -> Server:
                     value = value[1:].lstrip(" \t")
                 break
         key = key.lower()
-        if key not in _SQLSERVER_KEYS:
-            expected = ", ".join(_SQLSERVER_KEYS)
+        if key not in _SQLSERVER_KEYS + _UPDATE_KEYS:
+            expected = ", ".join(_SQLSERVER_KEYS) + " (and update_ forms)"
             # Never echo what may be a password run into its key ("password:secret").
             shown = f" '{key}'" if len(key) <= 20 and key.replace("_", "").isalnum() and key.isascii() \
                 and not key.startswith("pass") else ""
@@ -162,32 +174,57 @@ def parse_sqlserver(text: str, path: str) -> Server:
                                             f"key and value are separated by blanks or '=')")
         if key in values:
             raise ConfigError(path, number, f"'{key}' is given twice")
-        if value == "" and key != "password":
+        if value == "" and not key.endswith("password"):
             raise ConfigError(path, number, f"'{key}' has no value")
         values[key] = (value, number)
-    if "port" in values and "socket" in values:
-        raise ConfigError(path, values["socket"][1], "'port' and 'socket' are mutually exclusive")
-    for key in ("server", "login", "db"):
-        if key not in values:
+    read = _sqlserver_entry(values, "", path, None)
+    if not any(key in values for key in _UPDATE_KEYS):
+        return read, read
+    return read, _sqlserver_entry(values, "update_", path, read)
+
+
+def _sqlserver_entry(values: dict[str, tuple[str, int]], prefix: str, path: str,
+                     fallback: Server | None) -> Server:
+    """The :class:`Server` of the ``prefix`` keys; missing ones come from ``fallback``."""
+    def given(key: str) -> tuple[str, int] | None:
+        return values.get(prefix + key)
+
+    if given("port") and given("socket"):
+        raise ConfigError(path, given("socket")[1], f"'{prefix}port' and '{prefix}socket' are mutually "
+                                                    "exclusive")
+    found: dict[str, str] = {}
+    attributes = (("server", "host"), ("login", "user"), ("db", "database"), ("password", "password"))
+    for key, attribute in attributes:
+        if given(key):
+            found[key] = given(key)[0]
+        elif fallback is not None:
+            found[key] = getattr(fallback, attribute)
+        elif key != "password":
             raise ConfigError(path, None, f"missing '{key}' line")
-    port = DEFAULT_PORT
-    if "port" in values:
-        text_port, number = values["port"]
+        else:
+            found[key] = ""
+    port, socket = DEFAULT_PORT, None
+    if given("port"):
+        text_port, number = given("port")
         if not text_port.isdigit() or not 0 < int(text_port) < 65536:
-            raise ConfigError(path, number, "'port' must be a number from 1 to 65535")
+            raise ConfigError(path, number, f"'{prefix}port' must be a number from 1 to 65535")
         port = int(text_port)
-    socket = values["socket"][0] if "socket" in values else None
-    if socket is not None and not socket.startswith("/"):
-        raise ConfigError(path, values["socket"][1], "'socket' must be an absolute path")
-    password, password_line = values.get("password", ("", None))
-    check_password(path, password_line, password)
+    elif given("socket"):
+        socket, number = given("socket")
+        if not socket.startswith("/"):
+            raise ConfigError(path, number, f"'{prefix}socket' must be an absolute path")
+    elif fallback is not None:
+        port, socket = fallback.port, fallback.socket
+    check_password(path, given("password")[1] if given("password") else None, found["password"])
     for key in ("server", "login", "db"):
-        check_utf8(path, values[key][1], key, values[key][0])
-    return Server(values["server"][0], port, socket, values["login"][0], password, values["db"][0], path)
+        if given(key):
+            check_utf8(path, given(key)[1], prefix + key, found[key])
+    return Server(found["server"], port, socket, found["login"], found["password"], found["db"], path)
 
 
-def read_sqlserver(path: str, log=None, fatal_if_world_readable: bool = False) -> Server:
-    """Read ``control/sqlserver``; warn (or refuse) when "other" may read it (the FAQ's complaint)."""
+def read_sqlserver(path: str, log=None, fatal_if_world_readable: bool = False) -> tuple[Server, Server]:
+    """Read ``control/sqlserver`` (read, update server); warn (or refuse) when "other" may read it
+    (the FAQ's complaint)."""
     import os
     import stat
 
@@ -213,4 +250,4 @@ def read_sqlserver(path: str, log=None, fatal_if_world_readable: bool = False) -
         data = os.read(fd, 65536)
     finally:
         os.close(fd)
-    return parse_sqlserver(data.decode("utf-8", "surrogateescape"), path)
+    return parse_sqlserver_pair(data.decode("utf-8", "surrogateescape"), path)

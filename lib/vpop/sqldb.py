@@ -1,9 +1,15 @@
 """Connections to MySQL/MariaDB for the SQL stores: a read server and an update server.
 
-Reads go to the read server; if it cannot be reached they go to the update server; if
-neither answers, :class:`TemporaryFailure` (the C vchkpw reported that as "user not
-found", and vdelivermail could then delete mail).  Writes go to the update server.
+Reads go to the read server (a site's local replica); if it cannot be reached, or stops
+answering, they go to the update server (the primary); if neither answers,
+:class:`TemporaryFailure` (the C vchkpw reported that as "user not found", and vdelivermail
+could then delete mail).  Writes go to the update server only, never to the read server.
 PyMySQL is imported here, on first use, never by a program that does not need it.
+
+Replication lag: a replica may not have a row the primary has just been given.  An answer
+that would bounce mail or refuse a login ("no such user") is therefore asked again on the
+primary (:meth:`Database.confirm_on_primary`, called by the programs just before they would
+act on it), and the admin tools read from the primary throughout (``primary_reads``).
 
 Only parameterised queries pass through :meth:`Database.query` / :meth:`Database.execute`.
 
@@ -48,6 +54,30 @@ class Database:
         self.default_socket = default_socket
         self._read = None
         self._update = None
+        #: reads on the update connection: the admin tools (they read what they are about to
+        #: change), and a lookup being confirmed after the replica said "no such row"
+        self.primary_reads = False
+
+    @property
+    def has_replica(self) -> bool:
+        """Whether reads and updates name two different servers."""
+        read, update = self.read_server, self.update_server
+        if read is update:
+            return False
+        return (read.host, read.port, read.socket, read.database) != \
+            (update.host, update.port, update.socket, update.database)
+
+    def confirm_on_primary(self) -> bool:
+        """Send the reads that follow to the primary; False when they went there already (one
+        server, or confirmed once), so that the caller's "not found" stands."""
+        if self.primary_reads or not self.has_replica:
+            return False
+        self.primary_reads = True
+        return True
+
+    def follow_replica(self) -> None:
+        """Reads back on the read server (a long-lived process, after a confirmed lookup)."""
+        self.primary_reads = False
 
     def _connect(self, server: Server):
         pymysql = _import_pymysql()
@@ -75,6 +105,8 @@ class Database:
         return (pymysql.err.MySQLError, OSError)
 
     def reader(self):
+        if self.primary_reads:
+            return self.writer()
         if self._read is None:
             errors = self._errors()
             try:
@@ -102,10 +134,12 @@ class Database:
               primary: bool = False) -> list[tuple]:
         """Run a SELECT on the read connection (``primary``: the update connection, which sees
         its own writes at once); a missing table reads as no rows."""
+        def run(cursor):
+            cursor.execute(sql, args)
+            return list(cursor.fetchall())
+
         try:
-            with (self.writer() if primary else self.reader()).cursor() as cursor:
-                cursor.execute(sql, args)
-                return list(cursor.fetchall())
+            return self._read_with(run, primary)
         except self._errors() as exc:
             if missing_table_ok and _code(exc) == 1146:
                 return []
@@ -113,22 +147,55 @@ class Database:
 
     def query_row_dict(self, sql: str, args: tuple = ()) -> dict | None:
         """The first row of a SELECT as {column: value}; None when there is none (or no table)."""
+        def run(cursor):
+            cursor.execute(sql, args)
+            row = cursor.fetchone()
+            if row is None:
+                return None
+            return {d[0]: value for d, value in zip(cursor.description, row, strict=False)}
+
         try:
-            with self.reader().cursor() as cursor:
-                cursor.execute(sql, args)
-                row = cursor.fetchone()
-                if row is None:
-                    return None
-                return {d[0]: value for d, value in zip(cursor.description, row, strict=False)}
+            return self._read_with(run, False)
         except self._errors() as exc:
             if _code(exc) == 1146:
                 return None
             raise DatabaseFailure(f"database query failed: {self._describe(exc)}") from None
 
+    def _read_with(self, run, primary: bool):
+        """``run(cursor)`` on the read connection (``primary``: the update one).  A read server
+        that fails at the connection level (gone, hung past the query timeout) is dropped and
+        the primary asked instead; a failed connection is never used again."""
+        conn = self.writer() if primary else self.reader()
+        try:
+            with conn.cursor() as cursor:
+                return run(cursor)
+        except self._errors() as exc:
+            if not _connection_lost(exc):
+                raise
+            on_primary = primary or conn is self._update or not self.has_replica
+            self._drop(conn)
+            if on_primary:
+                raise
+            self.primary_reads = True  # the replica failed: the primary answers from now on
+            with self.writer().cursor() as cursor:
+                return run(cursor)
+
+    def _drop(self, conn) -> None:
+        """Forget a connection that failed, so that the next use connects again."""
+        try:
+            conn.close()
+        except Exception:
+            pass
+        if conn is self._read:
+            self._read = None
+        if conn is self._update:
+            self._update = None
+
     def execute(self, sql: str, args: tuple = (), create: str | None = None) -> int:
         """Run a write on the update connection; ``create`` is run first if the table is missing."""
+        conn = self.writer()
         try:
-            with self.writer().cursor() as cursor:
+            with conn.cursor() as cursor:
                 try:
                     return cursor.execute(sql, args)
                 except self._errors() as exc:
@@ -137,6 +204,8 @@ class Database:
                     cursor.execute(create)
                     return cursor.execute(sql, args)
         except self._errors() as exc:
+            if _connection_lost(exc):
+                self._drop(conn)
             raise DatabaseFailure(f"database update failed: {self._describe(exc)}") from None
 
     def _describe(self, exc: BaseException) -> str:
@@ -165,6 +234,18 @@ class Database:
 # ER_DBACCESS_DENIED_ERROR, ER_ACCESS_DENIED_ERROR, ER_ACCESS_DENIED_NO_PASSWORD_ERROR,
 # ER_ACCESS_DENIED_CHANGE_USER_ERROR (MariaDB's unix_socket refusal)
 _ACCESS_DENIED = {1044, 1045, 1698, 1873}
+
+
+# CR_CONN_HOST_ERROR, CR_SERVER_GONE_ERROR, CR_SERVER_LOST, CR_SERVER_LOST_EXTENDED,
+# ER_CONNECTION_KILLED, ER_SERVER_SHUTDOWN
+_CONNECTION_LOST = {2003, 2006, 2013, 2055, 1927, 1053}
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """A failure of the connection (the server is gone or hung), not of the statement."""
+    if isinstance(exc, OSError):
+        return True
+    return _code(exc) in _CONNECTION_LOST or exc.__class__.__name__ == "InterfaceError"
 
 
 def _code(exc: BaseException) -> int:

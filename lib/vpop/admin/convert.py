@@ -38,7 +38,9 @@ def open_kind(settings: Settings, kind: str) -> Store:
     changed.store = "mysql"
     if kind == "mysql-other":
         changed.many_domains = not settings.many_domains
-    return MysqlStore(changed)
+    store = MysqlStore(changed)
+    store.read_from_primary()  # what it converts is what the primary has
+    return store
 
 
 def describe(settings: Settings, kind: str) -> str:

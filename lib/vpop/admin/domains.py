@@ -1070,7 +1070,7 @@ def vadddomain(settings: Settings, name: str, password: str, *, uid: int, gid: i
     if len(password) > MAX_PW_CLEAR_PASSWD:
         raise AdminError(f"Error: (vadduser) password too long (max={MAX_PW_CLEAR_PASSWD})", 256 - 27)
     method = hash_method(settings)
-    store = open_store(settings)
+    store = open_store(settings, primary=True)
     try:
         found = create_domain(settings, store, name, uid, gid, base_dir=base_dir, qmail_default=qmail_default,
                               optimize=optimize, mark=True)
@@ -1136,7 +1136,7 @@ def add_domain(settings: Settings, domain: str, uid: int, gid: int, vdelivermail
     from vpop.stores import open_store
 
     name = domain_name(domain)
-    store = open_store(settings)
+    store = open_store(settings, primary=True)
     try:
         found = create_domain(settings, store, name, uid, gid,
                               qmail_default=delivery_line(settings, program=vdelivermail), keep_rows=True)

@@ -455,7 +455,7 @@ Differences from vpopmail's tool:
 def open_store(settings: Settings) -> Store:
     from vpop.stores import open_store as open_configured
 
-    return open_configured(settings)
+    return open_configured(settings, primary=True)
 
 
 def load() -> Settings:

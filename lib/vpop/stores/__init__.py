@@ -3,8 +3,16 @@
 from vpop.errors import ConfigError
 
 
-def open_store(settings, log=None):
-    """The store the settings name (``store = cdb | mysql | qmail-mysql | vmail-sql``)."""
+def open_store(settings, log=None, *, primary: bool = False):
+    """The store the settings name (``store = cdb | mysql | qmail-mysql | vmail-sql``);
+    ``primary``: every read on the update server (see :meth:`Store.read_from_primary`)."""
+    store = _open(settings, log)
+    if primary:
+        store.read_from_primary()
+    return store
+
+
+def _open(settings, log):
     if settings.store == "cdb":
         from vpop.stores.cdb import CdbStore
 

@@ -153,6 +153,18 @@ class Store:
         a unix socket in a root-only directory cannot be reached once the effective uid changed."""
         return None
 
+    def confirm_on_primary(self) -> bool:
+        """Before a "no such user" is acted on: True when the reads went to a replica and now go
+        to the primary (ask again); False when the answer stands (one server, files, or asked)."""
+        db = getattr(self, "db", None)
+        return db is not None and db.confirm_on_primary()
+
+    def read_from_primary(self) -> None:
+        """Every read on the update server (the admin tools: they read what they change)."""
+        db = getattr(self, "db", None)
+        if db is not None:
+            db.primary_reads = True
+
     def probe(self) -> None:
         """The work a lookup costs without a lookup (an SQL store connects), for unknown domains."""
         return None

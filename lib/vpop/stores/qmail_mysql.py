@@ -21,12 +21,12 @@ PASSWORD_TYPES = ("Password", "Crypt-Password", "MySQL-Password")
 
 
 class QmailMysqlStore(Store):
-    """Reads the qmail-mysql tables; the single sqlserver line serves reads and updates."""
+    """Reads the qmail-mysql tables; ``server`` serves reads, ``update_server`` (if any) updates."""
 
     def __init__(self, settings, log=None) -> None:
         self.settings = settings
-        server = read_sqlserver(settings.sqlserver, log, settings.sqlserver_world_readable == "refuse")
-        self.db = Database(server, server, settings.mysql_connect_timeout, settings.mysql_default_socket,
+        read, update = read_sqlserver(settings.sqlserver, log, settings.sqlserver_world_readable == "refuse")
+        self.db = Database(read, update, settings.mysql_connect_timeout, settings.mysql_default_socket,
                            settings.mysql_query_timeout)
 
     def mailbox(self, username: str) -> Account | None:
