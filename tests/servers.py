@@ -45,7 +45,8 @@ def read_text(path: Path) -> str:
         return ""
 
 
-def _start_mariadbd(mariadbd: str, base: Path) -> tuple[subprocess.Popen[bytes], int]:
+def _start_mariadbd(mariadbd: str, base: Path,
+                    extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen[bytes], int]:
     """Start mariadbd on a random port; retry with another port if that one was taken meanwhile."""
     sock, err_log = base / "mysqld.sock", base / "mysqld.err"
     for _attempt in range(5):
@@ -61,6 +62,7 @@ def _start_mariadbd(mariadbd: str, base: Path) -> tuple[subprocess.Popen[bytes],
                     "--innodb-log-file-size=8M",
                     "--innodb-flush-log-at-trx-commit=0", "--skip-innodb-doublewrite",
                     "--character-set-server=utf8mb4", "--collation-server=utf8mb4_general_ci",
+                    *extra,
                 ],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True, preexec_fn=die_with_parent(),
@@ -85,11 +87,11 @@ def _start_mariadbd(mariadbd: str, base: Path) -> tuple[subprocess.Popen[bytes],
 
 
 @contextlib.contextmanager
-def private_mariadb() -> Iterator[dict[str, Any]]:
+def private_mariadb(extra: tuple[str, ...] = ()) -> Iterator[dict[str, Any]]:
     """A private MariaDB server (root with an empty password, socket and TCP on 127.0.0.1).
 
     Yields host, port, unix_socket, user ("root"), password (""), proc and base (its directory);
-    stopped with SIGTERM and removed afterwards.
+    stopped with SIGTERM and removed afterwards.  ``extra``: more mariadbd options.
     """
     install_db, mariadbd = find_tool("mariadb-install-db"), find_tool("mariadbd")
     if install_db is None or mariadbd is None:
@@ -107,7 +109,7 @@ def private_mariadb() -> Iterator[dict[str, Any]]:
         if done.returncode != 0:
             text = done.stdout.decode(errors="replace")
             raise RuntimeError(f"mariadb-install-db exited {done.returncode}:\n{text}")
-        proc, port = _start_mariadbd(mariadbd, base)
+        proc, port = _start_mariadbd(mariadbd, base, extra)
     except BaseException:
         remove_tree(base)
         raise
@@ -124,3 +126,53 @@ def private_mariadb() -> Iterator[dict[str, Any]]:
     finally:
         stop(proc, 30)
         remove_tree(base)
+
+
+def root_connection(server: dict[str, Any]) -> Any:
+    """root over the server's unix socket, autocommit."""
+    return pymysql.connect(unix_socket=server["unix_socket"], user="root", password="", autocommit=True)
+
+
+@contextlib.contextmanager
+def replicated_mariadb() -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """A primary and a ``read_only`` replica following it by GTID: (primary, replica).
+
+    Two private servers (see :func:`private_mariadb`); the replica's IO and SQL threads run
+    from the primary's first event, so what is created on the primary (databases, users,
+    rows) reaches the replica.  :func:`wait_for_replica` waits until it has.
+    """
+    primary_options = ("--server-id=1", "--log-bin=primary-bin", "--binlog-format=ROW",
+                       "--gtid-strict-mode=1")
+    replica_options = ("--server-id=2", "--read-only=1", "--gtid-strict-mode=1", "--relay-log=replica-relay")
+    with private_mariadb(primary_options) as primary, private_mariadb(replica_options) as replica:
+        password = "repl-" + os.urandom(6).hex()
+        conn = root_connection(primary)
+        with conn, conn.cursor() as cur:
+            cur.execute("CREATE USER 'repl'@'127.0.0.1' IDENTIFIED BY %s", (password,))
+            cur.execute("GRANT REPLICATION SLAVE ON *.* TO 'repl'@'127.0.0.1'")
+        conn = root_connection(replica)
+        with conn, conn.cursor() as cur:
+            cur.execute("CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=%s, MASTER_USER='repl', "
+                        "MASTER_PASSWORD=%s, MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1",
+                        (primary["port"], password))
+            cur.execute("START SLAVE")
+        wait_for_replica(primary, replica)
+        yield primary, replica
+
+
+def wait_for_replica(primary: dict[str, Any], replica: dict[str, Any], timeout: float = 30) -> None:
+    """Until the replica has applied everything the primary has written (MASTER_GTID_WAIT)."""
+    conn = root_connection(primary)
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT @@gtid_binlog_pos")
+        position = cur.fetchone()[0]
+    conn = root_connection(replica)
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT MASTER_GTID_WAIT(%s, %s)", (position, timeout))
+        if cur.fetchone()[0] != 0:
+            cur.execute("SHOW SLAVE STATUS")
+            columns = [d[0] for d in cur.description]
+            status = dict(zip(columns, cur.fetchone() or (), strict=False))
+            wanted = ("Slave_IO_Running", "Slave_SQL_Running", "Last_IO_Error", "Last_SQL_Error")
+            raise RuntimeError(f"replica did not reach {position} in {timeout} s: "
+                               f"{ {key: status.get(key) for key in wanted} }")

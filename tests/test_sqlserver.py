@@ -19,7 +19,13 @@ from hypothesis import strategies as st
 from qmysql import POPUSER_UID, USERS_GID, QmailMysqlTree, empty_tables, getpw_fields, sqlserver_text
 from syslogrecord import SEVERITY
 from tree import REMOTE_IP, Tree
-from vpop.credentials import Server, parse_sqlserver, parse_vpopmail_mysql, read_sqlserver
+from vpop.credentials import (
+    Server,
+    parse_sqlserver,
+    parse_sqlserver_pair,
+    parse_vpopmail_mysql,
+    read_sqlserver,
+)
 from vpop.errors import ConfigError
 
 PATH = "/var/qmail/control/sqlserver"
@@ -422,3 +428,40 @@ def test_unsendable_password_vchkpw_and_vdelivermail(vpopmail_tree: Tree, store:
     done = tree.deliver("bob@example.com", b"Subject: hi\n\nhello\n", domain_dir=tree.domains)
     assert done.returncode == 111, done
     assert_unsendable_password(done.stdout.decode(), path, line)  # qmail-local logs vdelivermail's stdout
+
+
+# ------------------------------------------------------------------------------------------------
+# A primary beside a local replica: the update_ keys (our addition)
+
+
+def test_without_update_keys_one_server_does_both() -> None:
+    read, update = parse_sqlserver_pair("server h\nlogin u\npassword p\ndb d\n", PATH)
+    assert update is read
+
+
+def test_update_keys_name_the_primary_and_the_rest_is_inherited() -> None:
+    read, update = parse_sqlserver_pair("server replica\nlogin u\npassword p\ndb d\nport 3307\n"
+                                        "update_server primary\nupdate_password other pass\n", PATH)
+    assert fields(read) == {"host": "replica", "port": 3307, "socket": None, "user": "u", "password": "p",
+                            "database": "d"}
+    assert fields(update) == {"host": "primary", "port": 3307, "socket": None, "user": "u",
+                              "password": "other pass", "database": "d"}
+
+
+def test_update_socket_replaces_the_read_port() -> None:
+    _read, update = parse_sqlserver_pair("server localhost\nlogin u\ndb d\nport 3307\n"
+                                         "update_socket /run/p.sock\nupdate_login w\nupdate_db e\n", PATH)
+    assert (update.socket, update.user, update.database, update.password) == ("/run/p.sock", "w", "e", "")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("update_port 1\nupdate_socket /s\n", "'update_port' and 'update_socket' are mutually exclusive"),
+    ("update_port 99999\n", "'update_port' must be a number from 1 to 65535"),
+    ("update_socket relative\n", "'update_socket' must be an absolute path"),
+    ("update_server\n", "'update_server' has no value"),
+    ("update_bogus x\n", "unknown key 'update_bogus'"),
+])
+def test_bad_update_keys(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_sqlserver_pair("server h\nlogin u\ndb d\n" + text, PATH)
+    assert message in info.value.message
