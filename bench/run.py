@@ -67,7 +67,8 @@ def timed(runs: int, argv: list[str], env: dict, **kw) -> tuple[float, float]:
     return statistics.median(subject), statistics.median(floor)
 
 
-def sandbox(store: str = "cdb", mysql: dict | None = None) -> tuple[str, str, str]:
+def sandbox(store: str = "cdb", mysql: dict | None = None,
+            mysql_update: dict | None = None) -> tuple[str, str, str]:
     """A vpopmail tree with one MD5-crypt user; returns (config, sandbox dir, domain dir)."""
     from vpop import admin
     from vpop.config import load_settings
@@ -82,8 +83,10 @@ def sandbox(store: str = "cdb", mysql: dict | None = None) -> tuple[str, str, st
                      f"syslog_socket = {base}/no-syslog\n")
     if mysql is not None:
         with open(f"{base}/vpopmail/etc/vpopmail.mysql", "w") as handle:
-            handle.write(f"localhost|{mysql['unix_socket']}|{mysql['user']}|{mysql['password']}|"
-                         f"{mysql['database']}\n")
+            for server in (mysql, mysql_update or {}):
+                if server:
+                    handle.write(f"localhost|{server['unix_socket']}|{server['user']}|{server['password']}|"
+                                 f"{server['database']}\n")
     settings = load_settings({"VPOP_CONFIG": config})
     domain_dir = admin.add_domain(settings, "example.com", 89, 89)
     admin.add_user(settings, "example.com", "bob", "secret", hash_method="md5")
@@ -337,6 +340,48 @@ def measure_vconvert(db: dict, users: int = 100_000, runs: int = 3) -> None:
            statistics.median(theirs), 3.0)
 
 
+def measure_replica(runs: int) -> None:
+    """Logins with the read line on a replica and the update line on its primary: a user the
+    replica has, and one it does not have yet (its SQL thread stopped), which the primary is
+    asked for.  The extra query is counted on the primary (Com_select)."""
+    import pymysql
+    from servers import replicated_mariadb, root_connection, wait_for_replica
+
+    with replicated_mariadb() as (primary, replica):
+        db = mysql_database(primary)
+        wait_for_replica(primary, replica)
+        replica_db = dict(db, unix_socket=replica["unix_socket"])
+        config, _base, _domain_dir = sandbox("mysql", replica_db, db)
+        with open(config, "a") as handle:
+            handle.write("auth_logging = no\n")  # no lastauth write: the reads alone
+        wait_for_replica(primary, replica)
+        with root_connection(replica) as conn, conn.cursor() as cur:
+            cur.execute("STOP SLAVE SQL_THREAD")
+        with root_connection(primary) as conn, conn.cursor() as cur:
+            cur.execute("INSERT INTO vpopmail.vpopmail SELECT 'carol', pw_domain, pw_passwd, pw_uid, pw_gid, "
+                        "pw_gecos, REPLACE(pw_dir, '/bob', '/carol'), pw_shell, pw_clear_passwd "
+                        "FROM vpopmail.vpopmail WHERE pw_name = 'bob'")
+        env = {"PATH": "/usr/bin:/bin", "VPOP_CONFIG": config, "TCPLOCALPORT": "110",
+               "TCPREMOTEIP": "192.0.2.10"}
+
+        def selects() -> int:
+            with pymysql.connect(unix_socket=primary["unix_socket"], user="root") as conn, \
+                    conn.cursor() as cur:
+                cur.execute("SHOW GLOBAL STATUS LIKE 'Com_select'")
+                return int(cur.fetchone()[1])
+
+        for user in ("bob", "carol"):
+            fd3 = f"{user}@example.com\0secret\0<1.2@bench>\0".encode()
+            argv = [f"{VENV_BIN}/vchkpw", "/bin/true"]
+            before = selects()
+            spawn_time(argv, env, fd3=fd3)
+            asked = selects() - before
+            seconds, floor = timed(runs, argv, env, fd3=fd3)
+            where = "on the replica" if user == "bob" else "missing on the replica"
+            report(f"vchkpw login, mysql, user {where}", seconds, floor, None)
+            print(f"    queries on the primary per login: {asked}")
+
+
 def load_schema(cur, name: str) -> None:
     with open(os.path.join(ROOT, "conf/schema", name)) as handle:
         text = "\n".join(line.split("--", 1)[0] for line in handle)
@@ -371,10 +416,15 @@ def report(name: str, seconds: float, floor: float, budget: float | None) -> Non
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-n", "--runs", type=int, default=30)
+    parser.add_argument("--only", choices=("replica",), help="run one group of measurements")
     args = parser.parse_args()
     sys.path.insert(0, os.path.join(ROOT, "lib"))
     floor = median_of(args.runs, FLOOR_ARGV, FLOOR_ENV)
     print(f"floor: {PYTHON} -I -c pass: {floor * 1000:.2f} ms (median of {args.runs})")
+    if args.only == "replica":
+        sys.path.insert(0, os.path.join(ROOT, "tests"))
+        measure_replica(args.runs)
+        return 0
 
     measure_store(args.runs, "cdb", (1.6, 1.8))
     measure_rehash(args.runs)
@@ -391,6 +441,7 @@ def main() -> int:
         measure_vmail_sql(args.runs, db)
         measure_admin(args.runs, "mysql", db)
         measure_vconvert(db)
+    measure_replica(args.runs)
     return 0
 
 
