@@ -350,3 +350,30 @@ def test_user_dirs_are_owned_by_the_domain(site: Tree) -> None:
     assert vadduser(site, "hana@example.com", "pw").returncode == 0
     stat = os.stat(user_dir(site, site.primary, "hana"))
     assert (stat.st_uid, stat.st_gid) == (VPOPMAIL_UID, VPOPMAIL_GID)
+
+
+Pair = tuple[dict[str, Any], dict[str, Any]]
+
+
+def test_vmail_sql_popbox_added_on_the_primary_during_the_lag(pair: Pair, dbs: Pair) -> None:
+    from test_vmail_sql import MD5_SECRET, SCHEMA, add_domain, add_popbox, owned_dir, write_credentials
+
+    primary_db, replica_db = dbs
+    load_schema(primary_db, SCHEMA)
+    with Tree(store="vmail-sql", mysql_connect_timeout=1, mysql_query_timeout=3) as tree:
+        owned_dir(tree.root / "conf", 0, 0, 0o755)
+        tree.vmail_creds = tree.root / "conf" / "vmail-sql.mysql"
+        write_credentials(tree, replica_db, primary_db)
+        tree.write_settings(vmail_sql_credentials=tree.vmail_creds)
+        owned_dir(tree.root / "spool", 0, 0, 0o755)
+        mail = owned_dir(tree.root / "spool" / "example.com")
+        add_domain(primary_db, "example.com", "89", mail)
+        wait_for_replica(*pair)
+        stop_sql_thread(pair[1])
+        add_popbox(primary_db, "ivy", "{md5}" + MD5_SECRET, "ivy.mbox")  # the primary only
+        delivered = tree.deliver("ivy@example.com", MESSAGE, domain_dir=mail)
+        assert delivered.returncode == 0, delivered.stdout
+        assert b"after the lag" in (mail / "ivy.mbox").read_bytes()
+        done, _record = tree.login(fd3_payload("ivy@example.com", "secret", b"<1.2@mail>"))
+        assert done.returncode == 0, done.stderr
+        assert tree.deliver("nobody@example.com", MESSAGE, domain_dir=mail).returncode == 100
