@@ -1,10 +1,11 @@
-"""Start-up benchmarks: whole-process runs as ratios to ``python -I -c pass``.
+"""Start-up benchmarks: whole-process runs as ratios to ``python -I -S -c pass``.
 
 Run with ``make bench`` (as root, after ``make test`` or ``make demo`` installed .venv).
 Every figure is the median of N runs of a whole process started with ``posix_spawn``,
-divided by the median of the floor, ``<venv python> -I -c pass``, with the same
-interpreter, its runs alternating with the measured program's (so a busy moment of the
-machine weighs on both).  Budgets are the issues'; a figure over budget is marked.
+divided by the median of the floor, ``<venv python> -I -S -c pass`` (the developers' guide's
+floor; our launchers start ``-IS`` too), with the same interpreter, its runs alternating
+with the measured program's (so a busy moment of the machine weighs on both).  Budgets are
+the issues'; a figure over budget is marked.
 Not a test: machines differ, and a timing assertion would be flaky by design.
 """
 
@@ -48,7 +49,7 @@ def spawn_time(argv: list[str], env: dict, fd3: bytes | None = None, stdin_path:
     return elapsed
 
 
-FLOOR_ARGV = [PYTHON, "-I", "-c", "pass"]
+FLOOR_ARGV = [PYTHON, "-I", "-S", "-c", "pass"]
 FLOOR_ENV = {"PATH": "/usr/bin:/bin"}
 
 
@@ -420,7 +421,7 @@ def main() -> int:
     args = parser.parse_args()
     sys.path.insert(0, os.path.join(ROOT, "lib"))
     floor = median_of(args.runs, FLOOR_ARGV, FLOOR_ENV)
-    print(f"floor: {PYTHON} -I -c pass: {floor * 1000:.2f} ms (median of {args.runs})")
+    print(f"floor: {PYTHON} -I -S -c pass: {floor * 1000:.2f} ms (median of {args.runs})")
     if args.only == "replica":
         sys.path.insert(0, os.path.join(ROOT, "tests"))
         measure_replica(args.runs)
