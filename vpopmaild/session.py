@@ -166,7 +166,7 @@ class Session:
         words = wire.Words(line)
         name = words.text()
         if self.draining:
-            from vpopmaild.commands import MOD_USER_PARAMS
+            from vpopmaild.accounts import MOD_USER_PARAMS
 
             if line.startswith(b"."):
                 self.draining = False
