@@ -43,6 +43,7 @@ def site(request: pytest.FixtureRequest) -> Iterator[Tree]:
         tree.db = db
     tree.kind = request.param
     tree.clock = CLOCK
+    tree.keep_draining()
     with tree:
         tree.add_domain("example.com")
         tree.add_domain("other.org")
@@ -356,8 +357,8 @@ def test_user_commands(site: Tree, daemon: Daemon) -> None:
         assert stored(site, "frank")["gid"] == NO_POP | 0x200
         assert not logs_in(site, "frank@example.com", "frank secret")  # NO_POP
         assert client.info("get_lastauth frank@example.com") == {"time": str(CLOCK), "ip": "192.0.2.10"}
-        assert "vpopmaild: mod_user frank@example.com refused (9.507 Not Authorized): may not change no_pop " \
-               "by postmaster@example.com:127.0.0.1" in site.syslog_lines()
+        assert ("vpopmaild: mod_user frank@example.com refused (9.507 Not Authorized): may not change "
+                "no_pop by postmaster@example.com:127.0.0.1") in site.syslog_lines()
         assert client.command("add_user gina@example.com gina-secret") == "+OK "
         assert client.info("get_lastauth gina@example.com") == {"time": str(CLOCK), "ip": "0.0.0.0"}
         assert client.info("get_lastauth carol@example.com") == {"time": "0", "ip": "0.0.0.0"}
@@ -386,3 +387,234 @@ def test_quota_and_sizes(site: Tree, daemon: Daemon) -> None:
         assert client.slogin("bob@example.com", "bob-secret") == "+OK "
         assert client.info("get_user_size bob@example.com")["count"] == "1"  # their own account
         assert client.command("get_user_size carol@example.com") == "-ERR 11.3804 Not Authorized for domain"
+
+
+def test_alias_commands(site: Tree, daemon: Daemon) -> None:
+    def lines_of(alias: str) -> list[str]:
+        if site.kind == "cdb":
+            path = site.domain_dir("example.com") / f".qmail-{alias}"
+            return path.read_text().splitlines() if path.exists() else []
+        rows = mysql_rows(site.db, "SELECT valias_line FROM valias WHERE alias = %s AND "
+                                   "domain = 'example.com' ORDER BY valias_line", (alias,))
+        return [row[0] for row in rows]
+
+    with daemon.client() as client:
+        assert client.slogin("postmaster@example.com", "pm-secret") == "+OK "
+        assert client.command("add_alias sales@example.com bob@example.com") == "+OK "
+        assert client.command("add_alias sales@example.com &carol@example.com") == "+OK "
+        assert client.command("add_alias sales@example.com bob@example.com") == \
+            "-ERR 17.907 Alias Insertion Failed"
+        assert sorted(lines_of("sales")) == ["&carol@example.com", "bob@example.com"]
+        assert sorted(client.call("list_alias example.com")[1]) == [
+            "sales@example.com &carol@example.com", "sales@example.com bob@example.com"]
+        assert sorted(client.call("list_alias sales@example.com")[1]) == [
+            "sales@example.com &carol@example.com", "sales@example.com bob@example.com"]
+        assert client.command("remove_alias sales@example.com bob@example.com") == "+OK "
+        assert lines_of("sales") == ["&carol@example.com"]
+        assert client.command("remove_alias sales@example.com bob@example.com") == \
+            "-ERR 18.1007 Alias Removal Failed"
+        # a program or file delivery would run as the domain's uid: for system admins only
+        assert client.command("add_alias run@example.com |/bin/sh -c id") == "-ERR 9.908 Not Authorized"
+        assert client.command("add_alias run@example.com /tmp/Maildir/") == "-ERR 9.908 Not Authorized"
+        assert lines_of("run") == []
+        assert client.command("add_alias sales@other.org bob@example.com") == \
+            "-ERR 11.904 Not Authorized for domain"
+        assert client.command("delete_alias sales@example.com") == "+OK "
+        assert lines_of("sales") == []
+        assert client.command("delete_alias sales@example.com") == "-ERR 19.1106 Alias Deletion Failed"
+        assert client.call("list_alias example.com") == ("+OK+", [])
+    with daemon.client() as client:
+        assert client.slogin("boss@example.com", "boss-secret") == "+OK "
+        assert client.command("add_alias run@example.com |/usr/bin/true arg") == "+OK "
+        assert lines_of("run") == ["|/usr/bin/true arg"]
+
+
+def test_limits_commands(site: Tree, daemon: Daemon) -> None:
+    limits_file = site.domain_dir("example.com") / ".qmailadmin-limits"
+    with daemon.client() as client:
+        assert client.slogin("boss@example.com", "boss-secret") == "+OK "
+        assert client.info("get_limits example.com")["max_popaccounts"] == "-1"
+        ack, final = client.block("set_limits example.com", [
+            "max_popaccounts 10", "disk_quota: 100", "disable_pop 1", "perm_account 7",
+            "perm_maillist_users 3"])
+        assert (ack, final) == ("+OK ", "+OK ")
+        limits = client.info("get_limits example.com")
+        assert (limits["max_popaccounts"], limits["disk_quota"], limits["disable_pop"]) == ("10", "100", "1")
+        perms = (limits["perm_account"], limits["perm_maillist_users"], limits["perm_quota"])
+        assert perms == ("7", "3", "0")
+        assert "maxpopaccounts: 10" in limits_file.read_text().splitlines()
+        assert not logs_in(site, "bob@example.com", "bob-secret")  # disable_pop
+        before = limits_file.read_text()
+        for bad in (["max_popaccounts ten"], ["disable_pop 2"], ["no_such_limit 1"], ["perm_alias 9"]):
+            assert client.block("set_limits example.com", bad) == ("+OK ", "-ERR 41.3506 Invalid Parameter")
+        assert limits_file.read_text() == before
+        assert client.command("del_limits example.com") == "+OK "
+        assert not limits_file.exists()
+        assert client.info("get_limits example.com")["max_popaccounts"] == "-1"
+    with daemon.client() as client:
+        assert client.slogin("postmaster@example.com", "pm-secret") == "+OK "
+        assert client.info("get_limits example.com")["disable_pop"] == "0"  # their own domain
+        assert client.command("get_limits other.org") == "-ERR 11.3404 Not Authorized for domain"
+        assert client.command("set_limits example.com") == "-ERR 9.3501 Not Authorized"
+
+
+def test_ip_map_commands(site: Tree) -> None:
+    with Daemon(site.env()) as daemon, daemon.client() as client:
+        assert client.slogin("boss@example.com", "boss-secret") == "+OK "
+        assert client.command("show_ip_map") == "-ERR 33.3302 Not Available"  # ip_alias_domains = no
+    site.write_settings(ip_alias_domains=True)
+    with Daemon(site.env()) as daemon, daemon.client() as client:
+        assert client.slogin("boss@example.com", "boss-secret") == "+OK "
+        assert client.command("add_ip_map 192.0.2.1 example.com") == "+OK "
+        assert client.command("add_ip_map 192.0.2.1 unknown.example") == "-ERR 38.3104 Invalid Domain"
+        assert client.command("add_ip_map 300.1.1.1 example.com") == "-ERR 0.3105 invalid IP address"
+        assert client.call("show_ip_map") == ("+OK+", ["192.0.2.1 example.com"])
+        assert client.call("get_ip_map 192.0.2.1") == ("+OK+", ["192.0.2.1 example.com"])
+        assert logs_in(site, "bob", "bob-secret")  # TCPLOCALIP 192.0.2.1 -> example.com
+        assert client.command("del_ip_map 192.0.2.1 example.com") == "+OK "
+        assert client.command("del_ip_map 192.0.2.1 example.com") == "-ERR 0.3204 no such mapping"
+        assert client.call("show_ip_map") == ("+OK+", [])
+
+
+def test_file_commands_are_not_offered(site: Tree, daemon: Daemon) -> None:
+    before = snapshot(site.domain_dir("example.com"))
+    with daemon.client() as client:
+        assert client.slogin("postmaster@example.com", "pm-secret") == "+OK "
+        domain_dir = site.domain_dir("example.com")
+        for command, minor in (("read_file example.com/vpasswd", 2101), (f"list_dir {domain_dir}/", 1801),
+                               ("mk_dir example.com/x/", 1601), ("rm_dir bob@example.com/Maildir", 1701),
+                               ("rm_file example.com/.qmail-default", 1901),
+                               ("stat_file example.com/vpasswd", 2201),
+                               ("rename_file example.com/a example.com/b", 3807)):
+            assert client.command(command) == f"-ERR 33.{minor} Not Available"
+        # write_file's data lines (Net_Vpopmaild sends them at once) are read, not taken for commands
+        client.send("write_file example.com/.qmail-x", "|/bin/sh -c id", "quit", ".")
+        assert client.line() == "-ERR 33.2002 Not Available"
+        assert client.call("list_lists example.com")[0] == "-ERR 36.2901 Not Implemented yet"
+    assert snapshot(site.domain_dir("example.com")) == before
+
+
+def test_mod_user_rules(site: Tree, daemon: Daemon) -> None:
+    with daemon.client() as client:  # a user: their own account, no flags of the admins
+        assert client.slogin("bob@example.com", "bob-secret") == "+OK "
+        assert client.command("mod_user carol@example.com") == "-ERR 11.504 Not Authorized for domain"
+        assert client.command("mod_user dave@other.org") == "-ERR 11.504 Not Authorized for domain"
+        before = stored(site, "bob")
+        for lines, answer in (
+                (["encrypted_password $1$abcdefgh$0123456789012345678901"], "-ERR 9.507 Not Authorized"),
+                (["quota 1M"], "-ERR 9.507 Not Authorized"),
+                (["system_admin_privileges 1"], "-ERR 9.507 Not Authorized"),
+                (["domain_admin_privileges 1"], "-ERR 9.507 Not Authorized"),
+                (["clear_all_flags 1", "no_relay 1"], "-ERR 9.507 Not Authorized"),
+                (["no_such_thing 1"], "-ERR 41.507 Invalid Parameter"),
+                (["no_spamassassin yes"], "-ERR 41.507 Invalid Parameter"),
+                (["clear_text_password"], "-ERR 41.507 Invalid Parameter"),
+                (["comment a:b"], "-ERR 0.507 bad character")):
+            assert client.block("mod_user bob@example.com", ["comment changed", *lines]) == ("+OK ", answer)
+        assert stored(site, "bob") == before
+        preferences = ["comment Bob", "no_spamassassin 1", "delete_spam 1"]
+        assert client.block("mod_user bob@example.com", preferences) == ("+OK ", "+OK ")
+        assert stored(site, "bob")["gid"] == 0x4000 | 0x8000
+    with daemon.client() as client:  # a domain admin: their domain, never a system admin's account
+        assert client.slogin("qa@example.com", "qa-secret") == "+OK "
+        assert client.command("mod_user dave@other.org") == "-ERR 11.503 Not Authorized for domain"
+        assert client.command("mod_user boss@example.com") == "-ERR 9.508 Not Authorized"
+        assert client.command("del_user boss@example.com") == "-ERR 9.406 Not Authorized"
+        new_password = ["clear_text_password new-secret 1"]
+        assert client.block("mod_user bob@example.com", new_password) == ("+OK ", "+OK ")
+        assert client.block("mod_user bob@example.com", ["override_domain_limits 1"]) == \
+            ("+OK ", "-ERR 9.507 Not Authorized")
+    assert logs_in(site, "bob@example.com", "new-secret 1")
+    with daemon.client() as client:  # a system admin sets a stored hash
+        assert client.slogin("boss@example.com", "boss-secret") == "+OK "
+        from passlib.hash import md5_crypt
+
+        hashed = md5_crypt.using(salt="vpopmail").hash("other-secret")
+        assert client.block("mod_user dave@other.org", [f"encrypted_password {hashed}"]) == ("+OK ", "+OK ")
+        assert stored(site, "dave", "other.org")["passwd"] == hashed
+        assert stored(site, "dave", "other.org")["clear"] == ""
+        assert client.block("mod_user carol@example.com", ["clear_text_password new-secret 1"]) == \
+            ("+OK ", "+OK ")  # NO_PASSWD_CHNG binds carol, not her admins
+        assert client.block("mod_user boss@example.com", ["no_password_change 1"]) == ("+OK ", "+OK ")
+        assert client.block("mod_user boss@example.com", ["clear_text_password new-secret 1"]) == \
+            ("+OK ", "-ERR 40.507 Password change not allowed")
+    assert logs_in(site, "dave@other.org", "other-secret")
+    assert logs_in(site, "carol@example.com", "new-secret 1")
+    assert_no_password_logged(site, site.syslog_lines())
+
+
+def test_a_refused_mod_user_does_not_take_its_lines_for_commands(site: Tree, daemon: Daemon) -> None:
+    """Roundcube sends mod_user, its lines and '.' without waiting: after a refusal they are dropped."""
+    with daemon.client() as client:
+        assert client.slogin("bob@example.com", "bob-secret") == "+OK "
+        client.send("mod_user carol@example.com", "clear_text_password new-secret 1", "comment x", ".",
+                    "mod_user bob@example.com")
+        assert client.line() == "-ERR 11.504 Not Authorized for domain"
+        assert client.line() == "+OK "  # the next command's ack, nothing for the dropped lines
+        client.send("comment Bobby", ".")
+        assert client.line() == "+OK "
+        assert client.command("quit") == "+OK "
+    assert stored(site, "bob")["gecos"] == "Bobby"
+    assert stored(site, "carol")["clear"] == "carol-secret"
+    lines = site.syslog_lines()
+    assert not any("Invalid Command" in line for line in lines)
+    assert_no_password_logged(site, lines)
+
+
+def test_every_refusal_is_logged_without_the_password(site: Tree, daemon: Daemon) -> None:
+    cases = (
+        ("bob@example.com", "bob-secret", "user_info carol@example.com", "-ERR 9.601 Not Authorized"),
+        ("bob@example.com", "bob-secret", "add_user x@example.com new-secret 1", "-ERR 9.301 Not Authorized"),
+        ("bob@example.com", "bob-secret", "list_domains", "-ERR 9.2301 Not Authorized"),
+        ("bob@example.com", "bob-secret", "get_lastauth carol@example.com",
+         "-ERR 11.3704 Not Authorized for domain"),
+        ("bob@example.com", "bob-secret", "frobnicate new-secret 1", "-ERR 4.107 Invalid Command"),
+        ("postmaster@example.com", "pm-secret", "add_domain x.example new-secret 1",
+         "-ERR 9.801 Not Authorized"),
+        ("postmaster@example.com", "pm-secret", "add_user x@other.org new-secret 1",
+         "-ERR 11.304 Not Authorized for domain"),
+        ("postmaster@example.com", "pm-secret", "user_info dave@other.org",
+         "-ERR 11.604 Not Authorized for domain"),
+        ("postmaster@example.com", "pm-secret", "del_user nobody@example.com",
+         "-ERR 12.405 User does not exist"),
+        ("postmaster@example.com", "pm-secret", "add_user x@example.com", "-ERR 7.305 Password Required"),
+        ("postmaster@example.com", "pm-secret", "user_count other.org",
+         "-ERR 11.2603 Not Authorized for domain"),
+        ("boss@example.com", "boss-secret", "add_user b/ad@example.com new-secret 1",
+         "-ERR 10.303 Invalid Email Address"),
+        ("boss@example.com", "boss-secret", "add_domain bad_name new-secret 1",
+         "-ERR 0.804 Invalid domain name"),
+        ("boss@example.com", "boss-secret", "list_users", "-ERR 13.2702 Domain Required"),
+    )
+    for address, password, command, answer in cases:
+        with daemon.client() as client:
+            assert client.slogin(address, password) == "+OK "
+            assert client.command(command) == answer, command
+        word = command.split()[0]
+        logged = [line for line in site.syslog_lines() if " refused (" in line]
+        code = answer.split()[1]
+        assert len(logged) == 1 and f"refused ({code} " in logged[0], (command, logged)
+        assert logged[0].endswith(f"by {address}:127.0.0.1")
+        shown = word if answer != "-ERR 4.107 Invalid Command" else "command"
+        assert logged[0].startswith(f"vpopmaild: {shown}")
+        assert_no_password_logged(site, logged)
+
+
+TEMPORARY = "-ERR 42.209 Temporary failure, try again later"
+
+
+def test_a_database_that_is_down_is_a_temporary_failure(mysql_db: dict[str, Any],
+                                                       dead_mysql: dict[str, Any]) -> None:
+    load_schema(mysql_db)
+    with Tree(store="mysql", mysql_connect_timeout=1) as tree:
+        tree.keep_draining()
+        tree.write_mysql_credentials(mysql_db)
+        tree.add_domain("example.com")
+        tree.add_user("example.com", "bob", "bob-secret")
+        tree.write_mysql_credentials(dead_mysql)
+        with Daemon(tree.env()) as daemon, daemon.client() as client:
+            for _ in range(3):
+                assert client.slogin("bob@example.com", "bob-secret") == TEMPORARY
+            assert client.call("help")[0] == "+OK+"  # not failed logins: the fourth line is still answered
+            assert client.line() == "-ERR 2.102 Too many actions before login"
+        assert any(line.startswith("vpopmaild: ") and "database" in line for line in tree.syslog_lines())
