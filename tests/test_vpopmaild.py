@@ -386,6 +386,7 @@ def test_quota_and_sizes(site: Tree, daemon: Daemon) -> None:
     with daemon.client() as client:
         assert client.slogin("bob@example.com", "bob-secret") == "+OK "
         assert client.info("get_user_size bob@example.com")["count"] == "1"  # their own account
+        assert client.info("get_lastauth bob@example.com") == {"time": "0", "ip": "0.0.0.0"}
         assert client.command("get_user_size carol@example.com") == "-ERR 11.3804 Not Authorized for domain"
 
 
@@ -423,6 +424,7 @@ def test_alias_commands(site: Tree, daemon: Daemon) -> None:
         assert lines_of("sales") == []
         assert client.command("delete_alias sales@example.com") == "-ERR 19.1106 Alias Deletion Failed"
         assert client.call("list_alias example.com") == ("+OK+", [])
+        assert client.call("list_alias nobody@example.com") == ("+OK+", [])  # vpopmail: only "."
     with daemon.client() as client:
         assert client.slogin("boss@example.com", "boss-secret") == "+OK "
         assert client.command("add_alias run@example.com |/usr/bin/true arg") == "+OK "
@@ -433,7 +435,9 @@ def test_limits_commands(site: Tree, daemon: Daemon) -> None:
     limits_file = site.domain_dir("example.com") / ".qmailadmin-limits"
     with daemon.client() as client:
         assert client.slogin("boss@example.com", "boss-secret") == "+OK "
-        assert client.info("get_limits example.com")["max_popaccounts"] == "-1"
+        status, lines = client.call("get_limits example.com")
+        assert status == "+OK+" and "max_popaccounts -1" in lines
+        assert [line.split()[0] for line in lines].count("perm_defaultquota") == 1  # vpopmail: twice
         ack, final = client.block("set_limits example.com", [
             "max_popaccounts 10", "disk_quota: 100", "disable_pop 1", "perm_account 7",
             "perm_maillist_users 3"])
@@ -468,6 +472,7 @@ def test_ip_map_commands(site: Tree) -> None:
         assert client.command("add_ip_map 192.0.2.1 example.com") == "+OK "
         assert client.command("add_ip_map 192.0.2.1 unknown.example") == "-ERR 38.3104 Invalid Domain"
         assert client.command("add_ip_map 300.1.1.1 example.com") == "-ERR 0.3105 invalid IP address"
+        assert client.command("get_ip_map") == "-ERR 37.3002 IP Required"  # vpopmail had no text for 37
         assert client.call("show_ip_map") == ("+OK+", ["192.0.2.1 example.com"])
         assert client.call("get_ip_map 192.0.2.1") == ("+OK+", ["192.0.2.1 example.com"])
         assert logs_in(site, "bob", "bob-secret")  # TCPLOCALIP 192.0.2.1 -> example.com
