@@ -42,22 +42,25 @@ def _alias_line(session: Session, words: wire.Words, required: int, denied: int)
 
 
 def add_alias(session: Session, words: wire.Words) -> list[str]:
-    alias, found = _alias_arg(session, words, (902, 903, 904))
-    line = _alias_line(session, words, 906, 908)
-    session.store.connect_for_updates()
-    if not session.store.insert_valias(alias, found, line):
-        raise wire.Refusal(wire.ALIAS_INSERT_FAIL, 907, reason="the alias has that line already")
-    arguments.audit(session, "add_alias")
-    return [wire.OK]
+    missing = wire.Refusal(wire.ALIAS_INSERT_FAIL, 907, reason="the alias has that line already")
+    return _line_change(session, words, "add_alias", (902, 903, 904, 906, 908), "insert_valias", missing)
 
 
 def remove_alias(session: Session, words: wire.Words) -> list[str]:
-    alias, found = _alias_arg(session, words, (1002, 1003, 1004))
-    line = _alias_line(session, words, 1006, 1008)
+    missing = wire.Refusal(wire.ALIAS_REMOVE_FAIL, 1007, reason="no such line")
+    return _line_change(session, words, "remove_alias", (1002, 1003, 1004, 1006, 1008), "remove_valias_line",
+                        missing)
+
+
+def _line_change(session: Session, words: wire.Words, command: str, minors: "tuple[int, ...]", method: str,
+                 refusal: wire.Refusal) -> list[str]:
+    """``<command> alias@domain line`` through the store's ``method``; its False is ``refusal``."""
+    alias, found = _alias_arg(session, words, minors[:3])
+    line = _alias_line(session, words, minors[3], minors[4])
     session.store.connect_for_updates()
-    if not session.store.remove_valias_line(alias, found, line):
-        raise wire.Refusal(wire.ALIAS_REMOVE_FAIL, 1007, reason="no such line")
-    arguments.audit(session, "remove_alias")
+    if not getattr(session.store, method)(alias, found, line):
+        raise refusal
+    arguments.audit(session, command)
     return [wire.OK]
 
 
