@@ -6,6 +6,8 @@ Levels as vpopmail means them: 1 a user (their own account), 2 a domain administ
 ``parse_email`` reads them (:func:`vpop.admin.users.parse_email`); domains through users/assign.
 """
 
+from vpop.names import ascii_lower
+
 from vpopmaild import wire
 from vpopmaild.session import DOMAIN_ADMIN, SA_ADMIN, SYSTEM_ADMIN, USER, Session
 
@@ -43,7 +45,7 @@ def find_domain(session: Session, name: str):
     """The domain from users/assign (an alias gives its real one), or None."""
     from vpop.admin.domains import known
 
-    return known(session.settings, name.lower()) if name else None
+    return known(session.settings, ascii_lower(name)) if name else None
 
 
 def own_domain(session: Session, domain, minor: int) -> None:

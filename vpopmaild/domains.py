@@ -10,6 +10,8 @@ into ``perm_quota``, and printed ``perm_defaultquota`` twice).  The IP map needs
 ``ip_alias_domains = yes`` (vpopmail: ``--enable-ip-alias-domains``), else ``-ERR 33``.
 """
 
+from vpop.names import ascii_lower
+
 from vpopmaild import arguments, wire
 from vpopmaild.session import Session
 
@@ -43,7 +45,7 @@ def find_domain(session: Session, words: wire.Words) -> list[str]:
     from vpop.admin.domains import read_entries
     from vpop.numbers import atoi
 
-    name = arguments.required(words, wire.DOMAIN_REQD, 2402).lower()
+    name = ascii_lower(arguments.required(words, wire.DOMAIN_REQD, 2402))
     session.target = arguments.shown(name)
     per_page = atoi(words.text() or "")
     entries = read_entries(session.settings)
@@ -106,8 +108,8 @@ def del_domain(session: Session, words: wire.Words) -> list[str]:
 def add_alias_domain(session: Session, words: wire.Words) -> list[str]:
     from vpop.admin import domains
 
-    real = arguments.required(words, wire.DOMAIN_REQD, 1202).lower()
-    alias = arguments.required(words, wire.ALIAS_REQD, 1203).lower()
+    real = ascii_lower(arguments.required(words, wire.DOMAIN_REQD, 1202))
+    alias = ascii_lower(arguments.required(words, wire.ALIAS_REQD, 1203))
     session.target = arguments.shown(f"{alias} -> {real}")
     settings = session.settings
     domains.heal(settings)
@@ -236,7 +238,7 @@ def get_ip_map(session: Session, words: wire.Words) -> list[str]:
 def add_ip_map(session: Session, words: wire.Words) -> list[str]:
     _ip_map_available(3106, session)
     ip = _ip(words, wire.IP_REQD, 3102, 3105)
-    name = arguments.required(words, wire.DOMAIN_REQD, 3103).lower()
+    name = ascii_lower(arguments.required(words, wire.DOMAIN_REQD, 3103))
     session.target = arguments.shown(f"{ip} {name}")
     if arguments.find_domain(session, name) is None:
         raise wire.Refusal(wire.INVALID_DOMAIN, 3104)
@@ -249,7 +251,7 @@ def add_ip_map(session: Session, words: wire.Words) -> list[str]:
 def del_ip_map(session: Session, words: wire.Words) -> list[str]:
     _ip_map_available(3205, session)
     ip = _ip(words, wire.IP_REQUIRED, 3202, 3204)
-    name = arguments.required(words, wire.DOMAIN_REQD, 3203).lower()
+    name = ascii_lower(arguments.required(words, wire.DOMAIN_REQD, 3203))
     session.target = arguments.shown(f"{ip} {name}")
     session.store.connect_for_updates()
     if not session.store.delete_ip_map(ip, name):

@@ -15,6 +15,7 @@ password or any other text of the line.
 """
 
 from vpop import log as vlog
+from vpop.names import ascii_lower
 
 from vpopmaild import wire
 
@@ -176,7 +177,7 @@ class Session:
             self.draining = False
         if name is None:
             return [], ""  # blank lines are ignored (and count before the login)
-        command = name.lower()
+        command = ascii_lower(name)
         entry = table.get(command)
         if entry is None:
             refusal = wire.Refusal(wire.INVALID_COMMAND, unknown_minor)
