@@ -383,6 +383,75 @@ def measure_replica(runs: int) -> None:
             print(f"    queries on the primary per login: {asked}")
 
 
+def measure_vpopmaild(runs: int) -> None:
+    """One vpopmaild session through tcpserver, as Roundcube's password driver holds it: greeting,
+    ``slogin``, ``mod_user`` with a new ``clear_text_password`` (hashed by the policy, vpasswd +
+    cdb rewritten), ``quit``; from connect to the server's close, against the floor."""
+    import select
+    import signal
+    import socket
+    import subprocess
+
+    config, base, domain_dir = sandbox("cdb")
+    tcpserver = subprocess.Popen(["tcpserver", "-HRD", "127.0.0.1", "0", f"{VENV_BIN}/vpopmaild"],
+                                 env={"PATH": "/usr/bin:/bin", "VPOP_CONFIG": config},
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                 start_new_session=True)
+    port = 0
+    for _ in range(200):  # tcpserver -v would say which port; find it in /proc instead
+        port = _listening_port(tcpserver.pid)
+        if port:
+            break
+        time.sleep(0.01)
+    if not port:
+        raise RuntimeError("tcpserver did not listen")
+    script = (b"slogin bob@example.com secret\r\nmod_user bob@example.com\r\n"
+              b"clear_text_password secret\r\n.\r\nquit\r\n")
+
+    def session() -> float:
+        started = time.perf_counter()
+        with socket.create_connection(("127.0.0.1", port)) as conn:
+            conn.sendall(script)
+            data = b""
+            while True:
+                select.select([conn], [], [], 30)
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        elapsed = time.perf_counter() - started
+        if data != b"+OK \r\n" * 5:
+            raise RuntimeError(f"vpopmaild answered {data!r}")
+        return elapsed
+
+    try:
+        session()
+        subject, floor = [], []
+        for _ in range(runs):
+            floor.append(spawn_time(FLOOR_ARGV, FLOOR_ENV))
+            subject.append(session())
+    finally:
+        os.killpg(tcpserver.pid, signal.SIGTERM)
+        tcpserver.wait()
+    report("vpopmaild slogin + mod_user + quit, cdb", statistics.median(subject), statistics.median(floor),
+           None)
+
+
+def _listening_port(pid: int) -> int:
+    """The TCP port a process listens on, from /proc/net/tcp and its socket inodes."""
+    try:
+        inodes = {os.readlink(f"/proc/{pid}/fd/{fd}")[8:-1] for fd in os.listdir(f"/proc/{pid}/fd")
+                  if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:[")}
+        with open("/proc/net/tcp") as handle:
+            for line in handle.readlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and fields[9] in inodes:  # LISTEN
+                    return int(fields[1].split(":")[1], 16)
+    except OSError:
+        pass
+    return 0
+
+
 def load_schema(cur, name: str) -> None:
     with open(os.path.join(ROOT, "conf/schema", name)) as handle:
         text = "\n".join(line.split("--", 1)[0] for line in handle)
@@ -431,6 +500,7 @@ def main() -> int:
     measure_rehash(args.runs)
     measure_refusals(args.runs, "cdb")
     measure_admin(args.runs, "cdb")
+    measure_vpopmaild(args.runs)
     sys.path.insert(0, os.path.join(ROOT, "tests"))
     from servers import private_mariadb
 

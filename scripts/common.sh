@@ -16,7 +16,9 @@ VPOP_GID=89
 VPOP_APT_PACKAGES=(
     mariadb-server mariadb-client
     dovecot-core dovecot-imapd dovecot-pop3d
-    ucspi-tcp
+    ucspi-tcp                   # tcpserver, tcprules: vchkpw's relay rules, vpopmaild's tests
+    php-cli php-net-socket      # vpopmaild's tests run Roundcube's vpopmaild password driver ...
+    roundcube-plugins roundcube-sqlite3   # ... as Debian ships it (sqlite3: no MySQL for roundcube-core)
     python3-venv
     tzdata                      # the tests set far-off zones (Pacific/Kiritimati, America/St_Johns)
 )
@@ -40,6 +42,9 @@ vpop_have_system_tools() {
         command -v "$tool" >/dev/null 2>&1 || return 1
     done
     [ -x /usr/lib/dovecot/checkpassword-reply ] || return 1
+    command -v php >/dev/null 2>&1 || return 1
+    [ -e /usr/share/roundcube/plugins/password/drivers/vpopmaild.php ] || return 1
+    [ -e /usr/share/php/Net/Socket.php ] || return 1
     [ -e /usr/share/zoneinfo/Pacific/Kiritimati ] || return 1
     /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || return 1
 }
@@ -58,6 +63,8 @@ vpop_apt_install() (
         chmod 0755 "$policy"
     fi
     export DEBIAN_FRONTEND=noninteractive
+    # roundcube-core must not try to set up a database of its own (dbconfig-common).
+    echo "roundcube-core roundcube/dbconfig-install boolean false" | debconf-set-selections
     # Wait for a concurrent dpkg/apt instead of failing on its lock.
     local lock=(-o DPkg::Lock::Timeout=300)
     vpop_log "apt-get update"

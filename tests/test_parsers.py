@@ -89,6 +89,8 @@ VALID = {
     "mysql_connect_timeout": NUMBER,
     "mysql_query_timeout": NUMBER,
     "rehash_on_login": BOOL,
+    "vpopmaild_timeout": st.integers(1, 999_999_999).map(lambda n: (str(n), n)),
+    "vpopmaild_service": choice("webmail", "pop", "imap", "smtp"),
 }
 PAD = st.sampled_from(["", " ", "\t", "  ", " \t "])
 JUNK_LINE = st.one_of(

@@ -24,6 +24,7 @@ import json
 import os
 import socket
 import subprocess
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,9 @@ class Tree:
         self._syslog.setblocking(False)
         self.syslog_path.chmod(0o666)  # vchkpw may send after dropping to uid 89
         self._pending: list[bytes] = []
+        self._pump = None  # see keep_draining
+        self._pump_stop = threading.Event()
+        self._pump_lock = threading.Lock()
         self.recorder = write_recorder(self.root)
         self._serial = itertools.count(1)
         self.base_settings: dict[str, SettingValue] = {
@@ -142,8 +146,24 @@ class Tree:
         self.close()
 
     def close(self) -> None:
+        if self._pump is not None:
+            self._pump_stop.set()
+            self._pump.join()
         self._syslog.close()
         remove_tree(self.root)
+
+    def keep_draining(self) -> None:
+        """Read the syslog socket in the background: a long-lived server (vpopmaild) sends more
+        lines than the socket's queue holds (net.unix.max_dgram_qlen, often 10) between two
+        reads of the test, and a full queue would block its ``send``."""
+
+        def pump() -> None:
+            while not self._pump_stop.wait(0.01):
+                with self._pump_lock:
+                    self._drain()
+
+        self._pump = threading.Thread(target=pump, daemon=True)
+        self._pump.start()
 
     def write_settings(self, **changes: SettingValue | None) -> Path:
         """(Re)write vpop.conf: the base keys plus the extra ones; a change of None removes a key."""
@@ -230,8 +250,9 @@ class Tree:
 
     def syslog_records(self) -> list[bytes]:
         """Every datagram received since the last call, raw (``<21>Mmm dd hh:mm:ss ident[pid]: text``)."""
-        self._drain()
-        records, self._pending = self._pending, []
+        with self._pump_lock:
+            self._drain()
+            records, self._pending = self._pending, []
         return records
 
     def syslog_parsed(self) -> list[SyslogRecord]:

@@ -39,6 +39,13 @@ def _number(value: str) -> int:
 
 
 
+def _seconds(value: str) -> int:
+    number = _number(value)
+    if number < 1:
+        raise ValueError("expected a number of seconds, at least 1")
+    return number
+
+
 def _choice(*allowed: str):
     def parse(value: str) -> str:
         if value not in allowed:
@@ -102,6 +109,9 @@ _KEYS = {
     "qmail_inject": (_path, None),
     # the admin commands: how qmail-send learns of a changed virtualdomains (a SIGHUP)
     "qmail_send_signal": (_signal_target, "qmail-send"),
+    # vpopmaild: how long it waits for a line, and whose NO_* flag refuses its logins
+    "vpopmaild_timeout": (_seconds, 60),
+    "vpopmaild_service": (_choice("webmail", "pop", "imap", "smtp"), "webmail"),
     # qmail-mysql
     "sqlserver": (_path, None),
     "sqlserver_world_readable": (_choice("warn", "refuse"), "warn"),
@@ -146,6 +156,8 @@ class Settings:
     quota_warn_percent: int
     qmail_inject: str
     qmail_send_signal: str
+    vpopmaild_timeout: int
+    vpopmaild_service: str
     sqlserver: str
     sqlserver_world_readable: str
     getpw_system_users: bool

@@ -411,6 +411,22 @@ def _folders(root: str) -> list[str]:
     return out
 
 
+def _count_maildir(root: str, mtimes: dict[str, int]) -> tuple[int, int]:
+    total = count = 0
+    for folder in _folders(root):
+        for sub in ("new", "cur"):
+            b, c = _count_dir(os.path.join(folder, sub), mtimes)
+            total += b
+            count += c
+    return total, count
+
+
+def usage(maildir: str) -> tuple[int, int]:
+    """``(bytes, messages)`` of a Maildir as :func:`recalculate` counts them, nothing written
+    (vpopmail's ``readuserquota``, for vpopmaild's ``get_user_size``)."""
+    return _count_maildir(quota_root(maildir), {})
+
+
 def _new_maildirsize_name(root: str) -> str:
     return os.path.join(root, "tmp", f"{int(clock.now())}.{os.getpid()}_NeWmAiLdIrSiZe.{safe_hostname()}")
 
@@ -463,12 +479,7 @@ def recalculate(maildir: str, quota_line: str, uid: int | None = None, gid: int 
     lock.acquire()
     try:
         mtimes: dict[str, int] = {}
-        total = count = 0
-        for folder in _folders(root):
-            for sub in ("new", "cur"):
-                b, c = _count_dir(os.path.join(folder, sub), mtimes)
-                total += b
-                count += c
+        total, count = _count_maildir(root, mtimes)
         # Without locking support (some NFS) behave like vpopmail: write unlocked.  When the
         # lock is merely busy, deliveries are in flight: count, but leave their file alone.
         unsure = lock.busy

@@ -285,6 +285,35 @@ class Store:
                 raise _problem(directory.name(name), "remove", exc) from None
             return count
 
+    def remove_valias_line(self, alias: str, domain: Domain, line: str) -> bool:
+        """Remove one delivery line of the alias (vpopmail's ``valias_remove``; vpopmaild's
+        ``remove_alias``); the file goes with its last line.  False when the alias has no such line."""
+        import os
+
+        from vpop.files import UserDir, _problem
+
+        name = dot_qmail_name(alias)
+        with self.locked(domain), UserDir(domain.dir, (domain.uid,), follow=True) as directory:
+            info = directory.stat(name)
+            if info is None or not _is_regular(info):
+                return False
+            text = (directory.read(name, 1 << 20) or b"").decode("utf-8", "surrogateescape")
+            entries = text.split("\n")
+            kept = [entry for entry in entries if entry.rstrip(" \t\r") != line]
+            if len(kept) == len(entries):
+                return False
+            rest = "\n".join(kept)
+            if not rest.strip():
+                try:
+                    os.unlink(name, dir_fd=directory.fd)
+                except OSError as exc:
+                    raise _problem(directory.name(name), "remove", exc) from None
+                return True
+            uid = domain.uid if _is_root() else None
+            directory.replace(name, lambda handle: handle.write(rest.encode("utf-8", "surrogateescape")),
+                              uid, domain.gid, 0o600)
+        return True
+
     # ------------------------------------------------------------------ IP map (vipmap)
     # CDB: ``~vpopmail/etc/ip_alias_map``, ``IP domain`` lines (vcdb.c).
 

@@ -495,6 +495,11 @@ class MysqlStore(Store):
             return 0
         return self.db.execute("DELETE FROM valias WHERE alias = %s AND domain = %s", (alias, domain.real))
 
+    def remove_valias_line(self, alias: str, domain: Domain, line: str) -> bool:
+        """vmysql's ``valias_remove``: the one row of the alias with that line."""
+        sql = "DELETE FROM valias WHERE alias = %s AND domain = %s AND valias_line = %s"
+        return self.db.execute(sql, (alias, domain.real, line), create=VALIAS_TABLE) > 0
+
     def ip_map(self) -> list[tuple[str, str]]:
         rows = self.db.query("SELECT ip_addr, domain FROM ip_alias_map ORDER BY ip_addr", primary=True)
         return [(column_text(row[0]), column_text(row[1])) for row in rows]
