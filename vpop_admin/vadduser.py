@@ -55,8 +55,7 @@ def command(args: Sequence[str]) -> int:
     store = users.open_store(settings)
     try:
         store.create_tables(found)
-        if store.get_user(user, found) is not None:
-            raise cli.AdminError("Error: User already exists")
+        users.refuse_existing(settings, store, found, user)  # before asking for a password
         if not no_password and crypted is None and not password:
             password = cli.prompt_password(address)
             if not password:

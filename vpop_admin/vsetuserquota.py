@@ -26,21 +26,14 @@ def command(args: Sequence[str]) -> int:
     settings = users.load()
     store = users.open_store(settings)
     try:
+        user = None
         if "@" not in target:
             found = users.find_domain(settings, target.lower(), 256 - 11)
-            store.connect_for_updates()
-            with store.locked(found):
-                for record in store.list_users(found):
-                    users.set_quota(settings, store, found, record, quota)
         else:
             user, domain = users.parse_email(settings, target)
             found = users.find_domain(settings, domain, 256 - 11)
-            store.connect_for_updates()
-            with store.locked(found):
-                record = store.get_user(user, found)
-                if record is None:
-                    raise cli.AdminError("Error: User does not exist", 256 - 10)
-                users.set_quota(settings, store, found, record, quota)
+        users.change_users(settings, store, found, user, lambda record: setattr(record, "shell", quota),
+                           quota_changed=True)
     finally:
         store.close()
     return 0

@@ -7,6 +7,10 @@ A store never prints and never exits: it returns records or raises
 from vpop.assign import Domain
 from vpop.names import ascii_lower
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 # pw_gid flag bits (vpopmail.h)
 NO_PASSWD_CHNG = 0x01
 NO_POP = 0x02
@@ -135,18 +139,27 @@ class Store:
         """Forget relay entries older than ``relay_clear_minutes``; returns how many went."""
         raise NotImplementedError
 
-    def make_user_dir(self, domain: Domain, user: str, uid: int | None, gid: int | None) -> str:
-        """A new user's hashed directory and Maildir (vpopmail's ``make_user_dir``)."""
+    def make_user_dir(self, domain: Domain, user: str, uid: int | None, gid: int | None,
+                      noted: "Callable[[str, int], None] | None" = None) -> str:
+        """A new user's hashed directory and Maildir (vpopmail's ``make_user_dir``); ``noted``: see
+        :func:`vpop.dirs.next_user_subdir`."""
         from vpop import dirs
 
         return dirs.make_user_dir(domain.dir, user, uid, gid,
-                                  allocate=lambda: self.next_user_subdir(domain, uid, gid))
+                                  allocate=lambda: self.next_user_subdir(domain, uid, gid, noted))
 
-    def next_user_subdir(self, domain: Domain, uid: int | None, gid: int | None) -> str:
+    def next_user_subdir(self, domain: Domain, uid: int | None, gid: int | None,
+                         noted: "Callable[[str, int], None] | None" = None) -> str:
         """The hash subdirectory for the domain's next user: ``.dir-control`` in its directory."""
         from vpop import dirs
 
-        return dirs.next_user_subdir(domain.dir, uid, gid)
+        return dirs.next_user_subdir(domain.dir, uid, gid, noted)
+
+    def allocated_count(self, domain: Domain) -> int:
+        """The hashing state's ``cur_users`` (the count :meth:`next_user_subdir` last wrote)."""
+        from vpop import dirs
+
+        return dirs.read_count(domain.dir)
 
     def connect_for_updates(self) -> None:
         """Open what updates need now (an SQL store's update connection), before a switch of ids:
@@ -179,7 +192,20 @@ class Store:
     # ------------------------------------------------------------------ admin updates (vadduser ...)
 
     def locked(self, domain: Domain):
-        """Context for a read-check-write of the domain's users (CDB: ``.vpasswd.lock``, re-entrant)."""
+        """Context for a read-check-write of the domain's users: the domain directory's
+        ``.vpasswd.lock``, on every store, re-entrant within this store (a second ``lockf`` of the
+        same file in one process would be released by the first ``close``)."""
+        from vpop.stores.locks import HeldLock
+
+        return HeldLock(self, domain.dir, lambda: self.mend(domain))
+
+    def mend(self, domain: Domain) -> None:
+        """Called when :meth:`locked` is first taken: finish what a killed writer left (CDB)."""
+        return None
+
+    def transaction(self):
+        """Context whose updates happen all or none (SQL: one transaction, committed at its end;
+        the file stores have none: there each write is its own rename)."""
         return _NO_SWITCH
 
     def create_tables(self, domain: Domain) -> None:
@@ -438,9 +464,10 @@ def forget_user(domain_dir: str, uid: int | None, gid: int | None) -> None:
         os.close(fd)
 
 
-def release_subdir_file(domain: Domain, user_dir: str, name: str) -> None:
+def release_subdir_file(domain: Domain, user_dir: str, name: str, once: bool = False) -> None:
     """vpopmail's ``backfill``: the hash part of ``user_dir`` (``0/A`` of ``<domain>/0/A/<name>``)
-    appended to ``.dir_control_free``, so that the next new user takes it."""
+    appended to ``.dir_control_free``, so that the next new user takes it (``once``: unless it
+    is listed already)."""
     import os
 
     from vpop.files import lock_file
@@ -453,10 +480,13 @@ def release_subdir_file(domain: Domain, user_dir: str, name: str) -> None:
         return
     uid = domain.uid if _is_root() else None
     fd = lock_file(domain.dir + "/.dir-control.lock", uid, domain.gid)
+    def change(text: str) -> str | None:
+        if once and subdir in (line.strip() for line in text.split("\n")):
+            return None
+        return text + ("" if not text or text.endswith("\n") else "\n") + subdir + "\n"
+
     try:
-        _rewrite_state(domain.dir + "/.dir_control_free",
-                       lambda text: text + ("" if not text or text.endswith("\n") else "\n") + subdir + "\n",
-                       uid, domain.gid)
+        _rewrite_state(domain.dir + "/.dir_control_free", change, uid, domain.gid)
     finally:
         os.close(fd)
 

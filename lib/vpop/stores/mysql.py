@@ -15,6 +15,8 @@ from vpop.stores.base import Store, User, column_text, to_int
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from vpop.stores.base import Plan
 
 LASTAUTH_TABLE = (
@@ -134,11 +136,15 @@ class MysqlStore(Store):
                     clear)
 
     def create_tables(self, domain: Domain) -> None:
-        """The user table (``vpopmail``, or the domain's own table when many_domains is off)."""
+        """The user table (``vpopmail``, or the domain's own table when many_domains is off), and
+        ``dir_control`` and ``lastauth``: made before a :meth:`transaction`, as DDL inside one
+        would commit it half-way."""
         if self.settings.many_domains:
             self.db.execute(user_table_sql("vpopmail", True))
         else:
             self.db.execute(user_table_sql(table_name(domain.real), False))
+        self.db.execute(DIR_CONTROL_TABLE)
+        self.db.execute(LASTAUTH_TABLE)
 
     def insert_user(self, record: User, domain: Domain) -> bool:
         """One ``INSERT IGNORE``: no row is touched when the name is taken (another vadduser won)."""
@@ -355,11 +361,14 @@ class MysqlStore(Store):
     def connect_for_updates(self) -> None:
         self.db.writer()
 
-    def next_user_subdir(self, domain: Domain, uid: int | None, gid: int | None) -> str:
+    def next_user_subdir(self, domain: Domain, uid: int | None, gid: int | None,
+                         noted: "Callable[[str, int], None] | None" = None) -> str:
         """vpopmail's ``dir_control`` row for the domain: ``cur_users`` advanced in one statement.
 
         Several front-ends share the table, so the count is taken with ``LAST_INSERT_ID(expr)``
-        (atomic, per connection); freed paths still come from ``.dir_control_free``.
+        (atomic, per connection); freed paths still come from ``.dir_control_free``.  ``noted``
+        is called with the subdirectory and the new count once both are known (inside the
+        caller's :meth:`transaction`, nothing is committed before it returns).
         """
         from vpop import dirs
 
@@ -370,6 +379,8 @@ class MysqlStore(Store):
         # A freed path taken while the count is 0 leaves it at 0, as vpopmail's inc_dir_control.
         advanced = self.db.execute("UPDATE dir_control SET cur_users = LAST_INSERT_ID(cur_users + 1) "
                                    "WHERE domain = %s AND (cur_users > 0 OR %s)", (domain.real, free is None))
+        serial = 0
+        subdir = free
         if advanced:
             serial = int(self.db.query("SELECT LAST_INSERT_ID()", primary=True)[0][0])
             levels, indexes, the_dir = dirs.control_state(serial)
@@ -378,10 +389,20 @@ class MysqlStore(Store):
                             "level_index2 = %s, the_dir = %s WHERE domain = %s AND cur_users = %s",
                             (levels, *indexes, the_dir, domain.real, serial))
             if free is None:
-                return the_dir
-        if free is None:
+                subdir = the_dir
+        if subdir is None:
             raise TemporaryFailure(f"dir_control row for {domain.real} could not be advanced")
-        return free
+        if noted is not None:
+            noted(subdir, serial)
+        return subdir
+
+    def allocated_count(self, domain: Domain) -> int:
+        return self.users_count(domain.real, primary=True)
+
+    def transaction(self):
+        """One transaction on the update connection: committed at the end of the block, rolled back
+        (by us, or by the server when we are killed or it dies) otherwise."""
+        return _Transaction(self.db)
 
     def set_user_dir(self, record: User, domain: Domain, path: str) -> str:
         """``UPDATE ... WHERE pw_dir = ''``; when no row changed, the primary says who won."""
@@ -524,3 +545,43 @@ class MysqlStore(Store):
 
     def close(self) -> None:
         self.db.close()
+
+
+class _Transaction:
+    """``BEGIN`` ... ``COMMIT`` on the update connection (nesting: only the outermost counts)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.outer = False
+
+    def __enter__(self) -> "_Transaction":
+        from vpop.errors import DatabaseFailure
+
+        conn = self.db.writer()
+        self.outer = not getattr(conn, "_vpop_in_transaction", False)
+        if self.outer:
+            try:
+                conn.begin()
+            except self.db._errors() as exc:
+                raise DatabaseFailure(f"database update failed: {self.db._describe(exc)}") from None
+            conn._vpop_in_transaction = True
+        return self
+
+    def __exit__(self, kind: object, *exc: object) -> None:
+        from vpop.errors import CommitUnanswered
+
+        if not self.outer:
+            return
+        conn = self.db.writer()
+        conn._vpop_in_transaction = False
+        errors = self.db._errors()
+        if kind is None:
+            try:
+                conn.commit()
+            except errors as exc:
+                raise CommitUnanswered(f"database update failed: {self.db._describe(exc)}") from None
+        else:
+            try:
+                conn.rollback()
+            except errors:
+                pass
