@@ -106,10 +106,7 @@ def command(args: Sequence[str]) -> int:
             raise cli.AdminError("Error: don't use -r option when giving password on command line")
         password = operands[1]
     elif not random:
-        try:
-            password = cli.prompt_password("postmaster")
-        except EOFError:  # the end of the input: no password
-            password = ""
+        password = cli.prompt_password("postmaster")
     if not password:
         raise cli.AdminError("Error: No password entered")
     _domain, made = domains.vadddomain(settings, name, password, uid=uid, gid=gid, base_dir=base_dir,

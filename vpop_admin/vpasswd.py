@@ -37,6 +37,8 @@ def command(args: Sequence[str]) -> int:
             raise cli.AdminError("Error: User does not exist")
         if not password:
             password = cli.prompt_password(address)
+            if not password:
+                raise cli.AdminError("Error: No password entered")
         users.set_password(settings, store, found, user, password, shown_domain=domain)
     finally:
         store.close()

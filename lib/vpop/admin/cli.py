@@ -137,18 +137,27 @@ def random_password(length: int = RANDOM_LENGTH) -> str:
     return "".join(secrets.choice(RANDOM_ALPHABET) for _ in range(length))
 
 
+PROMPT_TRIES = 3
+
+
 def prompt_password(address: str) -> str:
-    """vpopmail's ``vgetpasswd``: asked twice until both agree (an empty answer ends the loop with
-    no password; the end of the input is :class:`EOFError`, for the caller to decide)."""
+    """vpopmail's ``vgetpasswd``: ``Please enter password for <address>: ``, then ``enter password
+    again: ``, on the terminal, without echo; ``Passwords do not match, try again`` until both
+    agree.  Unlike vpopmail, which asked for ever: after 3 mismatches ``Error: Passwords do not
+    match`` (255).  The end of the input (^D, no terminal left) is no password: ``""``, for the
+    caller's ``Error: No password entered``."""
     import getpass
 
-    while True:
-        first = getpass.getpass(f"Please enter password for {address}: ")
-        if not first:
+    for _ in range(PROMPT_TRIES):
+        try:
+            first = getpass.getpass(f"Please enter password for {address}: ")
+            second = getpass.getpass("enter password again: ")
+        except EOFError:
             return ""
-        if first == getpass.getpass("enter password again: "):
+        if first == second:
             return first
         print("Passwords do not match, try again", flush=True)
+    raise AdminError("Error: Passwords do not match")
 
 
 def print_lines(lines: Sequence[str]) -> None:
