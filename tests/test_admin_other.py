@@ -367,3 +367,72 @@ def test_vdeloldusers_by_the_programs_clock(any_tree: Tree) -> None:
         done = run(tree, "vdeloldusers", *args, clock=later)
         assert done.returncode == code, (args, done.stdout)
     assert snapshot(tree.root) == before
+
+
+# ------------------------------------------------------------------ valias -i on MySQL: no race
+
+
+@pytest.fixture
+def mysql_tree(mysql_db: dict[str, Any]) -> Iterator[Tree]:
+    load_schema(mysql_db)
+    with Tree(store="mysql", valias=True) as tree:
+        credentials(tree, mysql_db)
+        tree.add_domain("example.com")
+        tree.db = mysql_db
+        yield tree
+
+
+def valias_rows(tree: Tree) -> list[tuple[Any, ...]]:
+    return mysql_rows(tree.db, "SELECT alias, domain, valias_line FROM valias ORDER BY valias_line")
+
+
+def test_sixteen_concurrent_valias_inserts_of_one_line(mysql_tree: Tree) -> None:
+    tree = mysql_tree
+    env = tree.env()
+    procs = [subprocess.Popen([program("valias"), "-i", "bob@example.org", "info@example.com"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(16)]
+    results = [(proc.communicate(timeout=120), proc.returncode) for proc in procs]
+    assert sorted(code for _, code in results) == [0] + [255] * 15, results
+    assert {err for (_, err), code in results if code} == {
+        b"Error: alias info@example.com -> bob@example.org already exists.\n"}
+    assert valias_rows(tree) == [("info", "example.com", "bob@example.org")]
+
+
+def test_valias_insert_waits_for_one_between_its_check_and_its_insert(mysql_tree: Tree) -> None:
+    """A valias -i held (strace's SIGSTOP) right after it sent its duplicate check: a second one of
+    the same line waits for it (vpopmail, and a check-then-insert, would add the line twice)."""
+    import signal
+    import time
+
+    tree = mysql_tree
+    env = tree.env()
+    argv = [program("valias"), "-i", "bob@example.org", "info@example.com"]
+    log = tree.root / "sends.log"
+    subprocess.run(["strace", "-qq", "-o", str(log), "-s", "200", "-e", "trace=sendto", *argv], env=env,
+                   check=True, capture_output=True, timeout=60)
+    ok(run(tree, "valias", "-d", "info@example.com"))
+    sends = log.read_text().splitlines()
+    check = next(number for number, line in enumerate(sends, 1) if "FROM valias WHERE alias" in line)
+    log.unlink()
+    held = subprocess.Popen(["strace", "-qq", "-o", str(log), "-e", "trace=sendto",
+                             "-e", f"inject=sendto:signal=STOP:when={check}", *argv], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while not (log.exists() and "--- stopped by SIGSTOP ---" in log.read_text()):
+        assert time.monotonic() < deadline and held.poll() is None
+        time.sleep(0.02)
+    child = int(Path(f"/proc/{held.pid}/task/{held.pid}/children").read_text().split()[0])
+    second = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        time.sleep(1)
+        assert second.poll() is None  # it waits on the first one's lock
+    finally:
+        os.kill(child, signal.SIGCONT)
+    first_out = held.communicate(timeout=60)
+    second_out = second.communicate(timeout=60)
+    assert (held.returncode, second.returncode) == (0, 255), (first_out, second_out)
+    assert second_out[1] == b"Error: alias info@example.com -> bob@example.org already exists.\n"
+    assert valias_rows(tree) == [("info", "example.com", "bob@example.org")]
+    # the same line in another case is another line (the column's collation would fold it)
+    ok(run(tree, "valias", "-i", "Bob@example.org", "info@example.com"))
+    assert len(valias_rows(tree)) == 2

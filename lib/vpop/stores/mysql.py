@@ -499,16 +499,35 @@ class MysqlStore(Store):
         return [(column_text(row[0]), column_text(row[1])) for row in rows]
 
     def insert_valias(self, alias: str, domain: Domain, line: str) -> bool:
-        if any(entry == line for _, entry in self.list_valiases(domain, alias)):
-            return False
-        self.db.execute("INSERT INTO valias (alias, domain, valias_line) VALUES (%s, %s, %s)",
-                        (alias, domain.real, line), create=VALIAS_TABLE)
-        return True
+        """The check for the same line and the ``INSERT`` under the server's named lock of this
+        alias (``GET_LOCK``): two valias -i of one line, on any hosts, add it once.  The table
+        has no unique key to lean on (``valias_line`` is TEXT, and an operator's table is theirs)
+        and a locking read would not do at READ COMMITTED, where InnoDB takes no gap locks."""
+        import hashlib
+
+        name = "vpop.valias." + hashlib.md5(f"{alias}@{domain.real}".encode("utf-8", "surrogateescape"),
+                                            usedforsecurity=False).hexdigest()
+        self.db.execute(VALIAS_TABLE)
+        wait = max(self.settings.mysql_query_timeout - 2, 1)  # an answer before the read times out
+        got = self.db.query("SELECT GET_LOCK(%s, %s)", (name, wait), primary=True)
+        if not got or got[0][0] != 1:
+            raise TemporaryFailure(f"valias {alias}@{domain.real} is locked by another valias")
+        try:
+            # compared as bytes: the column's ci collation would fold case and trailing spaces
+            taken = self.db.query("SELECT 1 FROM valias WHERE alias = %s AND domain = %s "
+                                  "AND CAST(valias_line AS BINARY) = CAST(%s AS BINARY) LIMIT 1",
+                                  (alias, domain.real, line), primary=True)
+            if taken:
+                return False
+            self.db.execute("INSERT INTO valias (alias, domain, valias_line) VALUES (%s, %s, %s)",
+                            (alias, domain.real, line))
+            return True
+        finally:
+            self.db.query("SELECT RELEASE_LOCK(%s)", (name,), primary=True)
 
     def delete_valias(self, alias: str, domain: Domain) -> int:
-        if not self.list_valiases(domain, alias):
-            return 0
-        return self.db.execute("DELETE FROM valias WHERE alias = %s AND domain = %s", (alias, domain.real))
+        return self.db.execute("DELETE FROM valias WHERE alias = %s AND domain = %s", (alias, domain.real),
+                               create=VALIAS_TABLE)
 
     def ip_map(self) -> list[tuple[str, str]]:
         rows = self.db.query("SELECT ip_addr, domain FROM ip_alias_map ORDER BY ip_addr", primary=True)
