@@ -228,6 +228,54 @@ def test_vipmap_login_through_a_mapped_ip(two_stores: Tree) -> None:
     assert snapshot(tree.root) == before
 
 
+LONG_V6 = "2001:db8:1234:5678::25"  # 22 characters: more than vpopmail's char(18)
+
+
+def test_vipmap_ipv6(two_stores: Tree) -> None:
+    """IPv6 addresses map and log in (TCPLOCALIP); an IPv4-mapped one is its IPv4 address, as
+    vchkpw looks it up.  On MySQL the table comes from vpopmail's schema (ip_addr char(18)): a
+    longer address is refused with the ALTER TABLE that widens it, and nothing changes; after it,
+    the address maps."""
+    tree = two_stores
+    tree.write_settings(ip_alias_domains=True)
+    ok(run(tree, "vadduser", "bob@example.com", "pw"))
+    ok(run(tree, "vipmap", "-a", "2001:db8::25", "example.com"))
+    ok(run(tree, "vipmap", "-a", "::ffff:192.0.2.7", "other.test"))
+    assert ok(run(tree, "vipmap", "-p")).split(b"\n")[:2] in (
+        [b"192.0.2.7 other.test", b"2001:db8::25 example.com"],
+        [b"2001:db8::25 example.com", b"192.0.2.7 other.test"])
+    assert login(tree, "bob", "pw", TCPLOCALIP="2001:db8::25")
+    assert not login(tree, "bob", "pw", TCPLOCALIP="2001:db8::26")
+    if tree.kind == "mysql":
+        before = snapshot(tree.root), mysql_rows(tree.db, "SELECT * FROM ip_alias_map ORDER BY ip_addr")
+        done = run(tree, "vipmap", "-a", LONG_V6, "example.com")
+        assert (done.returncode, done.stdout) == (255, (
+            f"Error: {LONG_V6} does not fit ip_alias_map.ip_addr, which is char(18); widen it first: "
+            "ALTER TABLE ip_alias_map MODIFY ip_addr char(45) NOT NULL\n").encode())
+        assert (snapshot(tree.root), mysql_rows(tree.db, "SELECT * FROM ip_alias_map ORDER BY ip_addr")) == \
+            before
+        mysql_rows(tree.db, "ALTER TABLE ip_alias_map MODIFY ip_addr char(45) NOT NULL")
+    ok(run(tree, "vipmap", "-a", LONG_V6, "example.com"))
+    assert f"{LONG_V6} example.com".encode() in ok(run(tree, "vipmap", "-p")).split(b"\n")
+    assert login(tree, "bob", "pw", TCPLOCALIP=LONG_V6)
+    ok(run(tree, "vipmap", "-d", LONG_V6, "example.com"))
+    assert not login(tree, "bob", "pw", TCPLOCALIP=LONG_V6)
+    too_long = run(tree, "vipmap", "-a", "0000:0000:0000:0000:0000:0000:0000:0000:1", "example.com")
+    assert (too_long.returncode, too_long.stdout[:25]) == (255, b"Error: invalid IP address")
+
+
+def test_vipmap_makes_a_wide_table(mysql_tree: Tree) -> None:
+    """Without an ip_alias_map table vipmap makes one whose ip_addr takes IPv6 (char(45))."""
+    tree = mysql_tree
+    mysql_rows(tree.db, "DROP TABLE ip_alias_map")
+    ok(run(tree, "vipmap", "-a", LONG_V6, "example.com"))
+    assert mysql_rows(tree.db, "SELECT ip_addr, domain FROM ip_alias_map") == [(LONG_V6, "example.com")]
+    width = mysql_rows(tree.db, "SELECT CHARACTER_MAXIMUM_LENGTH FROM information_schema.COLUMNS WHERE "
+                       "TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'ip_alias_map' "
+                       "AND COLUMN_NAME = 'ip_addr'")
+    assert width == [(45,)]
+
+
 # ------------------------------------------------------------------ vmoddomlimits
 
 PERMS = (("pop account", "ALLOW_CREATE DENY_MODIFY  DENY_DELETE  "),

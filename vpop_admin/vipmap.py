@@ -13,7 +13,9 @@ DIFFERENCES = """
 Differences from vpopmail's tool:
   a usage error exits 2 (vpopmail: 255); a bad IP address or an unknown domain is refused, and so is
   deleting a mapping that does not exist (vpopmail: exit 0); on CDB adding an IP that is mapped
-  already replaces its line (vpopmail appended a second line that the first one shadowed)."""
+  already replaces its line (vpopmail appended a second line that the first one shadowed);
+  IPv6 addresses are taken, and on MySQL a vpopmail ip_alias_map whose ip_addr is char(18) is
+  named with the ALTER TABLE that widens it (this tool makes the table with char(45))."""
 
 
 def command(args: Sequence[str]) -> int:
@@ -47,6 +49,7 @@ def command(args: Sequence[str]) -> int:
             cli.print_lines(lines)
         elif action == "a":
             store.connect_for_updates()
+            aliases.check_ip_fits(store, ip)
             store.add_ip_map(ip, domain)
         else:
             store.connect_for_updates()

@@ -330,6 +330,10 @@ class Store:
         """Context for a read-change-write of the map: ``etc/.ip_alias_map.lock``."""
         return _EtcLock(self.settings.etc_dir, ".ip_alias_map.lock")
 
+    def ip_map_width(self) -> int | None:
+        """How long an IP the map can hold (None: any)."""
+        return None
+
     def add_ip_map(self, ip: str, domain: str) -> None:
         """Map ``ip`` to ``domain``; a line for the same IP is replaced (one domain per IP)."""
         with self.ip_map_locked():

@@ -39,7 +39,8 @@ RELAY_TABLE = (
 )
 VALIAS_TABLE = ("CREATE TABLE IF NOT EXISTS valias (alias char(32) NOT NULL, domain char(96) NOT NULL, "
                 "valias_line text NOT NULL, INDEX (alias, domain))")
-IP_MAP_TABLE = ("CREATE TABLE IF NOT EXISTS ip_alias_map (ip_addr char(18) NOT NULL, domain char(96), "
+# vpopmail's ip_addr is char(18), too narrow for IPv6: a table made here takes any address
+IP_MAP_TABLE = ("CREATE TABLE IF NOT EXISTS ip_alias_map (ip_addr char(45) NOT NULL, domain char(96), "
                 "PRIMARY KEY (ip_addr))")
 LIMITS_COLUMNS = ("maxpopaccounts", "maxaliases", "maxforwards", "maxautoresponders", "maxmailinglists",
                   "diskquota", "maxmsgcount", "defaultquota", "defaultmaxmsgcount", "disable_pop",
@@ -532,6 +533,13 @@ class MysqlStore(Store):
     def ip_map(self) -> list[tuple[str, str]]:
         rows = self.db.query("SELECT ip_addr, domain FROM ip_alias_map ORDER BY ip_addr", primary=True)
         return [(column_text(row[0]), column_text(row[1])) for row in rows]
+
+    def ip_map_width(self) -> int | None:
+        """The width of ``ip_alias_map.ip_addr`` (None: no table yet, it will be made wide)."""
+        rows = self.db.query("SELECT CHARACTER_MAXIMUM_LENGTH FROM information_schema.COLUMNS "
+                             "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'ip_alias_map' "
+                             "AND COLUMN_NAME = 'ip_addr'", primary=True)
+        return to_int(rows[0][0]) if rows else None
 
     def add_ip_map(self, ip: str, domain: str) -> None:
         """vmysql's ``REPLACE INTO`` (the IP is the key: one domain per IP)."""
