@@ -113,6 +113,17 @@ def read_count(domain_dir: str) -> int:
     return ascii_number(first, 999_999_999) or 0
 
 
+def write_count(domain_dir: str, count: int, uid: int | None = None, gid: int | None = None) -> None:
+    """``.dir-control`` as after the ``count``-th user (under its lock)."""
+    from vpop.files import lock_file
+
+    lock_fd = lock_file(domain_dir + "/.dir-control.lock", uid, gid)
+    try:
+        _write_atomically(domain_dir + "/.dir-control", _control_lines(count), uid, gid)
+    finally:
+        os.close(lock_fd)
+
+
 def next_user_subdir(domain_dir: str, uid: int | None = None, gid: int | None = None,
                      noted: "Callable[[str, int], None] | None" = None) -> str:
     """Allocate the hash subdirectory for a new user of the domain ("" = the domain dir).

@@ -232,6 +232,36 @@ class Store:
         """``(time, ip)`` of the last login (``0.0.0.0``: created, never logged in), None if unknown."""
         return None
 
+    def lastauth_map(self, domain: Domain, records: "list[User]") -> "dict[str, tuple[int, str]]":
+        """``{name: (time, ip)}`` of the records that have a lastauth (vconvert)."""
+        found = {}
+        for record in records:
+            entry = self.get_lastauth(record, domain)
+            if entry is not None:
+                found[record.name] = entry
+        return found
+
+    def set_lastauths(self, domain: Domain, entries: "list[tuple[User, int, str]]") -> int:
+        """Write ``(record, time, ip)`` lastauths as the domain's uid (vconvert); a user whose
+        directory is gone is skipped.  Returns how many were written."""
+        from vpop.errors import TemporaryFailure
+
+        written = 0
+        with self.as_mail_user(domain):
+            for record, when, ip in entries:
+                try:
+                    self.set_lastauth(record, domain, ip, when)
+                except (TemporaryFailure, OSError):
+                    continue
+                written += 1
+        return written
+
+    def set_allocated_count(self, domain: Domain, count: int) -> None:
+        """The hashing state as after the ``count``-th user (vconvert: the count goes with the users)."""
+        from vpop import dirs
+
+        dirs.write_count(domain.dir, count, domain.uid if _is_root() else None, domain.gid)
+
     # ------------------------------------------------------------------ valiases (valias)
     # CDB: vpopmail keeps no valias table; an alias is qmail's ``.qmail-<alias>`` file in the domain
     # directory (``.`` in the name written ``:``, as qmail-local looks it up), one delivery line a
@@ -412,7 +442,7 @@ def _fields(record: User) -> tuple:
 class Plan:
     """What a :meth:`Store.replace_users` changes: records to add and to rewrite, names to remove."""
 
-    __slots__ = ("added", "changed", "removed", "unchanged")
+    __slots__ = ("added", "changed", "removed", "unchanged", "carried")
 
     def __init__(self, current: list[User], wanted: list[User], remove: bool) -> None:
         have = {record.name: record for record in current}
@@ -422,6 +452,7 @@ class Plan:
                         if record.name in have and _fields(have[record.name]) != _fields(record)]
         self.removed = [name for name in have if name not in names] if remove else []
         self.unchanged = len(wanted) - len(self.added) - len(self.changed)
+        self.carried: tuple[int, int | None] = (0, None)  # lastauths, hashing count (vconvert)
 
     def __bool__(self) -> bool:
         return bool(self.added or self.changed or self.removed)

@@ -285,6 +285,37 @@ class MysqlStore(Store):
             return None
         return to_int(rows[0][0]), column_text(rows[0][1])
 
+    def lastauth_map(self, domain: Domain, records: "list[User]") -> "dict[str, tuple[int, str]]":
+        names = {record.name for record in records}
+        rows = self.db.query("SELECT user, timestamp, remote_ip FROM lastauth WHERE domain = %s",
+                             (domain.real,), primary=True)
+        return {column_text(row[0]): (to_int(row[1]), column_text(row[2])) for row in rows
+                if column_text(row[0]) in names}
+
+    def set_lastauths(self, domain: Domain, entries: "list[tuple[User, int, str]]") -> int:
+        """``REPLACE INTO lastauth`` in batches, one transaction."""
+        from vpop.errors import DatabaseFailure
+
+        values = [(record.name, domain.real, ip, when) for record, when, ip in entries]
+        self.db.execute(LASTAUTH_TABLE)
+        with self.transaction():
+            try:
+                with self.db.writer().cursor() as cursor:
+                    for start in range(0, len(values), 5000):
+                        cursor.executemany("REPLACE INTO lastauth (user, domain, remote_ip, timestamp) "
+                                           "VALUES (%s, %s, %s, %s)", values[start:start + 5000])
+            except self.db._errors() as exc:
+                raise DatabaseFailure(f"database update failed: {self.db._describe(exc)}") from None
+        return len(values)
+
+    def set_allocated_count(self, domain: Domain, count: int) -> None:
+        from vpop import dirs
+
+        levels, indexes, the_dir = dirs.control_state(count)
+        self.db.execute(f"REPLACE INTO dir_control ({DIR_CONTROL_COLUMNS}) VALUES "
+                        "(%s, %s, %s, 3, 0, 0, 0, 61, 61, 61, 0, 2, 4, %s, %s, %s, %s)",
+                        (domain.real, count, levels, *indexes, the_dir), create=DIR_CONTROL_TABLE)
+
     def release_user_subdir(self, domain: Domain, user_dir: str, name: str) -> None:
         """``backfill`` into ``.dir_control_free`` (a file, as vpopmail keeps it for every store);
         ``dec_dir_control`` on the ``dir_control`` row."""
