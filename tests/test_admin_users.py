@@ -507,3 +507,41 @@ def test_vpasswd_asks_on_the_terminal(cdb_tree: Tree) -> None:
     code, shown = on_terminal(tree, ["vpasswd", "bob@example.com"], [(ASK, b"\x04")])
     assert code == 255 and b"Error: No password entered" in shown, shown
     assert snapshot(tree.root) == before
+
+
+def test_a_reader_takes_a_vpasswd_cdb_renamed_over_between_its_lstat_and_its_open(cdb_tree: Tree) -> None:
+    """The race behind a once-seen failure of 16 concurrent vaddusers: a reader (here vuserinfo,
+    held by strace's SIGSTOP just after its last lstat of vpasswd.cdb) whose file a writer renames
+    over meanwhile looks again, instead of refusing the "replaced" file with 111."""
+    import signal
+    import time
+
+    from vpop.stores.cdb import read_lines, write_vpasswd
+
+    tree = cdb_tree
+    assert run(tree, "vadduser", "bob@example.com", "pw").returncode == 0
+    env = tree.env(TZ="UTC")
+    argv = [program("vuserinfo"), "-d", "bob@example.com"]
+    log = tree.root / "stats.log"
+    subprocess.run(["strace", "-qq", "-o", str(log), "-e", "trace=newfstatat,openat", *argv], env=env,
+                   check=True, capture_output=True, timeout=60)
+    calls = log.read_text().splitlines()
+    opened = next(i for i, line in enumerate(calls) if line.startswith("openat(") and '"vpasswd.cdb"' in line)
+    stats = [line for line in calls[:opened] if line.startswith("newfstatat(")]
+    assert '"vpasswd.cdb"' in stats[-1], stats[-1]
+    log.unlink()
+    held = subprocess.Popen(["strace", "-qq", "-o", str(log), "-e", "trace=newfstatat",
+                             "-e", f"inject=newfstatat:signal=STOP:when={len(stats)}", *argv], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while not (log.exists() and "--- stopped by SIGSTOP ---" in log.read_text()):
+        assert time.monotonic() < deadline and held.poll() is None
+        time.sleep(0.02)
+    child = int(Path(f"/proc/{held.pid}/task/{held.pid}/children").read_text().split()[0])
+    domain = str(tree.domain_dir("example.com"))
+    before = os.stat(domain + "/vpasswd.cdb").st_ino
+    write_vpasswd(domain, read_lines(domain), VPOPMAIL_UID, VPOPMAIL_GID)  # a writer's rename
+    assert os.stat(domain + "/vpasswd.cdb").st_ino != before
+    os.kill(child, signal.SIGCONT)
+    out, err = held.communicate(timeout=60)
+    assert (held.returncode, out) == (0, f"{domain}/bob\n".encode()), (out, err)

@@ -379,6 +379,10 @@ class UserDir:
                 continue  # removed since the lstat: look again
             except OSError as exc:
                 raise _problem(path, "open", exc) from None
+            info = os.fstat(fd)
+            if (info.st_dev, info.st_ino) != (seen.st_dev, seen.st_ino):
+                os.close(fd)
+                continue  # renamed over since the lstat (a writer's atomic replace): look again
             try:
                 self._check_file(fd, path, seen)
             except BaseException:
