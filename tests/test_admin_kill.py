@@ -23,14 +23,13 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cdblib import Reader
-from helpers import VPOPMAIL_GID, VPOPMAIL_UID, fd3_payload, program
+from helpers import VPOPMAIL_GID, VPOPMAIL_UID, fd3_payload, program, strace_held
 from passlib.context import CryptContext
 from tree import Tree, load_schema, mysql_rows
 
@@ -313,14 +312,9 @@ def test_mariadb_killed_during_vadduser_leaves_nothing() -> None:
                 if not wanted or wanted[0] not in line:
                     continue
                 wanted.pop(0)
-                log.unlink()
-                # SIGSTOP is taken on the way out of the call before: the server dies before it hears this one
-                held = subprocess.Popen(["strace", "-qq", "-o", str(log), "-e", "trace=sendto",
-                                         "-e", f"inject=sendto:signal=STOP:when={number - 1}",
-                                         program(argv[0]), *argv[1:]], env=command_env(tree),
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        stdin=subprocess.DEVNULL, cwd=tree.root)
-                child = _stopped_child(held.pid, log)
+                # held on the way out of the call before: the server dies before it hears this one
+                held, child = strace_held([program(argv[0]), *argv[1:]], command_env(tree), "sendto",
+                                          number - 1, log, stdin=subprocess.DEVNULL, cwd=tree.root)
                 proc.kill()
                 proc.wait()
                 os.kill(child, signal.SIGCONT)
@@ -354,13 +348,3 @@ def _durable(server: dict[str, Any]) -> None:
     conn = pymysql.connect(unix_socket=str(server["base"] / "mysqld.sock"), user="root", autocommit=True)
     with conn, conn.cursor() as cur:
         cur.execute("SET GLOBAL innodb_flush_log_at_trx_commit = 1")
-
-
-def _stopped_child(tracer: int, log: Path, timeout: float = 30) -> int:
-    """The pid of strace's child once strace has seen it stop (its SIGSTOP injection)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if log.exists() and "--- stopped by SIGSTOP ---" in log.read_text():
-            return int(Path(f"/proc/{tracer}/task/{tracer}/children").read_text().split()[0])
-        time.sleep(0.02)
-    raise AssertionError("the traced command never stopped")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import VPOPMAIL_GID, VPOPMAIL_UID, fd3_payload, program
+from helpers import VPOPMAIL_GID, VPOPMAIL_UID, fd3_payload, program, strace_held
 from tree import Tree, load_schema, mysql_rows, snapshot
 
 CLOCK = 1_700_000_000  # Tue Nov 14 22:13:20 2023 UTC
@@ -461,15 +461,7 @@ def test_valias_insert_waits_for_one_between_its_check_and_its_insert(mysql_tree
     ok(run(tree, "valias", "-d", "info@example.com"))
     sends = log.read_text().splitlines()
     check = next(number for number, line in enumerate(sends, 1) if "FROM valias WHERE alias" in line)
-    log.unlink()
-    held = subprocess.Popen(["strace", "-qq", "-o", str(log), "-e", "trace=sendto",
-                             "-e", f"inject=sendto:signal=STOP:when={check}", *argv], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 30
-    while not (log.exists() and "--- stopped by SIGSTOP ---" in log.read_text()):
-        assert time.monotonic() < deadline and held.poll() is None
-        time.sleep(0.02)
-    child = int(Path(f"/proc/{held.pid}/task/{held.pid}/children").read_text().split()[0])
+    held, child = strace_held(argv, env, "sendto", check, log)
     second = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         time.sleep(1)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from cdblib import Reader
-from helpers import VPOPMAIL_GID, VPOPMAIL_UID, fd3_payload, program
+from helpers import VPOPMAIL_GID, VPOPMAIL_UID, fd3_payload, program, strace_held
 from passlib import hash as ph
 from tree import Tree, load_schema, mysql_connect, mysql_rows, snapshot
 
@@ -514,7 +514,6 @@ def test_a_reader_takes_a_vpasswd_cdb_renamed_over_between_its_lstat_and_its_ope
     held by strace's SIGSTOP just after its last lstat of vpasswd.cdb) whose file a writer renames
     over meanwhile looks again, instead of refusing the "replaced" file with 111."""
     import signal
-    import time
 
     from vpop.stores.cdb import read_lines, write_vpasswd
 
@@ -529,15 +528,7 @@ def test_a_reader_takes_a_vpasswd_cdb_renamed_over_between_its_lstat_and_its_ope
     opened = next(i for i, line in enumerate(calls) if line.startswith("openat(") and '"vpasswd.cdb"' in line)
     stats = [line for line in calls[:opened] if line.startswith("newfstatat(")]
     assert '"vpasswd.cdb"' in stats[-1], stats[-1]
-    log.unlink()
-    held = subprocess.Popen(["strace", "-qq", "-o", str(log), "-e", "trace=newfstatat",
-                             "-e", f"inject=newfstatat:signal=STOP:when={len(stats)}", *argv], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 30
-    while not (log.exists() and "--- stopped by SIGSTOP ---" in log.read_text()):
-        assert time.monotonic() < deadline and held.poll() is None
-        time.sleep(0.02)
-    child = int(Path(f"/proc/{held.pid}/task/{held.pid}/children").read_text().split()[0])
+    held, child = strace_held(argv, env, "newfstatat", len(stats), log)
     domain = str(tree.domain_dir("example.com"))
     before = os.stat(domain + "/vpasswd.cdb").st_ino
     write_vpasswd(domain, read_lines(domain), VPOPMAIL_UID, VPOPMAIL_GID)  # a writer's rename

@@ -60,7 +60,7 @@ SOURCES_ONLY = ("etc", "passwd")
 
 
 def command(args: Sequence[str]) -> int:
-    from vpop.admin import convert, users
+    from vpop.admin import convert
 
     args = list(args)
     head = args[:args.index("--")] if "--" in args else args
@@ -72,9 +72,7 @@ def command(args: Sequence[str]) -> int:
     debug = sqwebmail = False
     passwd_file, shadow_file, userpass_file = "/etc/passwd", "/etc/shadow", ""
     for letter, value in opts:
-        if letter == "v":
-            print(cli.version_line(), flush=True)
-        elif letter == "d":
+        if letter == "d":
             debug = True
         elif letter == "S":
             sqwebmail = True
@@ -86,7 +84,7 @@ def command(args: Sequence[str]) -> int:
             if letter == "p":
                 userpass_file = value or ""
             kinds.append(LETTERS[letter])
-    settings = users.load()
+    settings = cli.load()
     if sqwebmail:
         if kinds:
             raise cli.Usage(USAGE)
@@ -134,16 +132,13 @@ def _sqwebmail_all(settings, operands: list[str], dry_run: bool, debug: bool) ->
         raise cli.AdminError(f"Error: vconvert -S reads store = cdb or mysql; this site has store = "
                              f"{settings.store}")
     domains = convert.named_domains(settings, operands) if operands else convert.all_domains(settings)
-    store = convert.open_kind(settings, settings.store)
-    try:
+    with convert.open_kind(settings, settings.store) as store:
         store.probe()
         for domain in domains:
             written, unchanged = convert.sqwebmail_pass(store, domain, dry_run=dry_run)
             mode = " (dry run: nothing written)" if dry_run else ""
             print(f"converting {domain.real} done: {written} sqwebmail-pass written, {unchanged} unchanged"
                   f"{mode}", flush=True)
-    finally:
-        store.close()
     return 0
 
 

@@ -26,11 +26,8 @@ def command(args: Sequence[str]) -> int:
         raise cli.Usage(USAGE)
     action = "p"
     for letter, _ in opts:
-        if letter == "v":
-            print(cli.version_line(), flush=True)
-        else:
-            action = letter
-    settings = users.load()
+        action = letter
+    settings = cli.load()
     if action != "p":
         if len(operands) < 2:
             raise cli.Usage(USAGE)
@@ -42,8 +39,7 @@ def command(args: Sequence[str]) -> int:
             raise cli.AdminError(f"Error: invalid domain name {operands[1]}")
         if action == "a":
             users.find_domain(settings, domain, 256 - 11)
-    store = users.open_store(settings)
-    try:
+    with cli.open_store(settings) as store:
         if action == "p":
             lines = [f"{ip} {domain}" for ip, domain in store.ip_map()]
             cli.print_lines(lines)
@@ -55,8 +51,6 @@ def command(args: Sequence[str]) -> int:
             store.connect_for_updates()
             if not store.delete_ip_map(ip, domain):
                 raise cli.AdminError(f"Error: no mapping {ip} {domain}")
-    finally:
-        store.close()
     return 0
 
 

@@ -54,9 +54,7 @@ def command(args: Sequence[str]) -> int:
     clear_flags = False
     flags = 0
     for letter, value in opts:
-        if letter == "v":
-            print(cli.version_line(), flush=True)
-        elif letter == "h":
+        if letter == "h":
             raise cli.AdminError(USAGE, 0)
         elif letter == "x":
             clear_flags = True
@@ -77,7 +75,7 @@ def command(args: Sequence[str]) -> int:
     if gecos is not None and ":" in gecos:
         raise cli.AdminError("Error: bad character", 256 - 20)
     target = operands[0]
-    settings = users.load()
+    settings = cli.load()
     new_hash = users.new_password_hash(settings, clear) if clear else None
 
     def change(record) -> None:
@@ -98,8 +96,7 @@ def command(args: Sequence[str]) -> int:
         if quota is not None:
             record.shell = quota
 
-    store = users.open_store(settings)
-    try:
+    with cli.open_store(settings) as store:
         user = missing = None
         if "@" in target:
             user, domain = users.parse_email(settings, target)
@@ -112,8 +109,6 @@ def command(args: Sequence[str]) -> int:
             found = users.find_domain(settings, target.lower(), 256 - 11)
         users.change_users(settings, store, found, user, change, quota_changed=quota is not None,
                            missing=missing)
-    finally:
-        store.close()
     return 0
 
 

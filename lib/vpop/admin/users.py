@@ -13,7 +13,6 @@ Refusals are :class:`vpop.admin.cli.AdminError` with vpopmail's text and exit co
 """
 
 import os
-import stat
 from collections.abc import Callable
 
 from vpop import assign
@@ -182,28 +181,14 @@ def usage_percent(settings: Settings, domain: Domain, record: User) -> str:
 
 def remove_user_dir(settings: Settings, domain: Domain, user_dir: str) -> None:
     """vpopmail's ``vdelfiles``, as the domain's uid: a link in the tree is removed, never followed."""
-    import shutil
-
-    from vpop.errors import TemporaryFailure
+    from vpop.files import remove_tree
     from vpop.privileges import ActingAs
 
     if not user_dir:
         return
     check_inside(settings, domain, user_dir)
     with ActingAs(domain.uid, domain.gid):
-        try:
-            info = os.lstat(user_dir)
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise TemporaryFailure(f"could not remove {user_dir}: {exc.strerror}") from None
-        try:
-            if stat.S_ISDIR(info.st_mode):
-                shutil.rmtree(user_dir)  # fd-based: never descends through a link
-            else:
-                os.unlink(user_dir)
-        except OSError as exc:
-            raise TemporaryFailure(f"could not remove {user_dir}: {exc.strerror}") from None
+        remove_tree(user_dir)
 
 
 def _undo_user_dir(settings: Settings, store: Store, domain: Domain, user_dir: str, name: str) -> None:
@@ -500,15 +485,3 @@ Differences from vpopmail's tool:
   a usage error exits 2 (vpopmail: 255 or 0); random passwords come from the secrets module;
   a user name with '/', '..', a leading '.', a space or a control character is refused;
   a quota that sets no limit is refused; new hashes follow the password_scheme setting."""
-
-
-def open_store(settings: Settings) -> Store:
-    from vpop.stores import open_store as open_configured
-
-    return open_configured(settings)
-
-
-def load() -> Settings:
-    from vpop.config import load_settings
-
-    return load_settings()

@@ -189,6 +189,12 @@ class Store:
     def close(self) -> None:
         pass
 
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # ------------------------------------------------------------------ admin updates (vadduser ...)
 
     def locked(self, domain: Domain):
