@@ -483,36 +483,51 @@ def report(name: str, seconds: float, floor: float, budget: float | None) -> Non
     print(f"{name:<44} {seconds * 1000:7.2f} ms  floor {floor * 1000:6.2f} ms  {ratio:5.2f}x{limit}{mark}")
 
 
+PARTS = ("store", "rehash", "refusals", "admin", "vpopmaild", "getpw", "vmail_sql", "vconvert", "replica")
+MYSQL_PARTS = {"store", "refusals", "getpw", "vmail_sql", "admin", "vconvert"}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-n", "--runs", type=int, default=30)
-    parser.add_argument("--only", choices=("replica",), help="run one group of measurements")
+    parser.add_argument("--only", action="append", choices=PARTS,
+                        help="run only these lines (repeatable; e.g. --only admin: vadduser and vuserinfo)")
     args = parser.parse_args()
+    wanted = set(args.only or PARTS)
     sys.path.insert(0, os.path.join(ROOT, "lib"))
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
     floor = median_of(args.runs, FLOOR_ARGV, FLOOR_ENV)
     print(f"floor: {PYTHON} -I -S -c pass: {floor * 1000:.2f} ms (median of {args.runs})")
-    if args.only == "replica":
-        sys.path.insert(0, os.path.join(ROOT, "tests"))
+
+    if "store" in wanted:
+        measure_store(args.runs, "cdb", (1.6, 1.8))
+    if "rehash" in wanted:
+        measure_rehash(args.runs)
+    if "refusals" in wanted:
+        measure_refusals(args.runs, "cdb")
+    if "admin" in wanted:
+        measure_admin(args.runs, "cdb")
+    if "vpopmaild" in wanted:
+        measure_vpopmaild(args.runs)
+    if wanted & MYSQL_PARTS:
+        from servers import private_mariadb
+
+        with private_mariadb() as server:
+            db = mysql_database(server)
+            if "store" in wanted:
+                measure_store(args.runs, "mysql", (5.0, 5.0), db)
+            if "refusals" in wanted:
+                measure_refusals(args.runs, "mysql", db)
+            if "getpw" in wanted:
+                measure_getpw(args.runs, db)
+            if "vmail_sql" in wanted:
+                measure_vmail_sql(args.runs, db)
+            if "admin" in wanted:
+                measure_admin(args.runs, "mysql", db)
+            if "vconvert" in wanted:
+                measure_vconvert(db)
+    if "replica" in wanted:
         measure_replica(args.runs)
-        return 0
-
-    measure_store(args.runs, "cdb", (1.6, 1.8))
-    measure_rehash(args.runs)
-    measure_refusals(args.runs, "cdb")
-    measure_admin(args.runs, "cdb")
-    measure_vpopmaild(args.runs)
-    sys.path.insert(0, os.path.join(ROOT, "tests"))
-    from servers import private_mariadb
-
-    with private_mariadb() as server:
-        db = mysql_database(server)
-        measure_store(args.runs, "mysql", (5.0, 5.0), db)
-        measure_refusals(args.runs, "mysql", db)
-        measure_getpw(args.runs, db)
-        measure_vmail_sql(args.runs, db)
-        measure_admin(args.runs, "mysql", db)
-        measure_vconvert(db)
-    measure_replica(args.runs)
     return 0
 
 

@@ -21,6 +21,7 @@ VPOP_APT_PACKAGES=(
     roundcube-plugins roundcube-sqlite3   # ... as Debian ships it (sqlite3: no MySQL for roundcube-core)
     python3-venv
     tzdata                      # the tests set far-off zones (Pacific/Kiritimati, America/St_Johns)
+    strace                      # tests/test_admin_kill.py kills the admin commands at each system call
 )
 
 # The sbin directories are not on every PATH (CI runners, su without -), but mariadbd, dovecot and
@@ -38,7 +39,7 @@ vpop_log() {
 # Succeeds when every tool the tests use is present.
 vpop_have_system_tools() {
     local tool
-    for tool in mariadbd mariadb-install-db dovecot tcprules; do
+    for tool in mariadbd mariadb-install-db dovecot tcprules strace; do
         command -v "$tool" >/dev/null 2>&1 || return 1
     done
     [ -x /usr/lib/dovecot/checkpassword-reply ] || return 1

@@ -295,3 +295,22 @@ def spawn_python(code: str, *args: str, **kw: object) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args],
                             env=dict(os.environ, PYTHONPATH=parent), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kw)  # type: ignore[call-overload]
+
+
+def strace_held(argv: list[str], env: dict[str, str], syscall: str, when: int, log: Path,
+                **popen: object) -> tuple[subprocess.Popen[bytes], int]:
+    """``argv`` under strace, stopped by its SIGSTOP injection on the way out of its ``when``-th
+    ``syscall`` (the call has run); returns the strace process and the stopped command's pid
+    (``os.kill(pid, SIGCONT)`` lets it go on).  ``log`` is strace's output file."""
+    log.unlink(missing_ok=True)
+    held = subprocess.Popen(["strace", "-qq", "-o", str(log), "-e", f"trace={syscall}",
+                             "-e", f"inject={syscall}:signal=STOP:when={when}", *argv], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+    deadline = time.monotonic() + 30
+    while not (log.exists() and "--- stopped by SIGSTOP ---" in log.read_text()):
+        if time.monotonic() > deadline or held.poll() is not None:
+            held.kill()
+            raise AssertionError(f"{argv[0]} never stopped: {held.communicate()}")
+        time.sleep(0.02)
+    return held, int(Path(f"/proc/{held.pid}/task/{held.pid}/children").read_text().split()[0])
+

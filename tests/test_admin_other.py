@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import VPOPMAIL_GID, VPOPMAIL_UID, fd3_payload, program
+from helpers import VPOPMAIL_GID, VPOPMAIL_UID, fd3_payload, program, strace_held
 from tree import Tree, load_schema, mysql_rows, snapshot
 
 CLOCK = 1_700_000_000  # Tue Nov 14 22:13:20 2023 UTC
@@ -228,6 +228,54 @@ def test_vipmap_login_through_a_mapped_ip(two_stores: Tree) -> None:
     assert snapshot(tree.root) == before
 
 
+LONG_V6 = "2001:db8:1234:5678::25"  # 22 characters: more than vpopmail's char(18)
+
+
+def test_vipmap_ipv6(two_stores: Tree) -> None:
+    """IPv6 addresses map and log in (TCPLOCALIP); an IPv4-mapped one is its IPv4 address, as
+    vchkpw looks it up.  On MySQL the table comes from vpopmail's schema (ip_addr char(18)): a
+    longer address is refused with the ALTER TABLE that widens it, and nothing changes; after it,
+    the address maps."""
+    tree = two_stores
+    tree.write_settings(ip_alias_domains=True)
+    ok(run(tree, "vadduser", "bob@example.com", "pw"))
+    ok(run(tree, "vipmap", "-a", "2001:db8::25", "example.com"))
+    ok(run(tree, "vipmap", "-a", "::ffff:192.0.2.7", "other.test"))
+    assert ok(run(tree, "vipmap", "-p")).split(b"\n")[:2] in (
+        [b"192.0.2.7 other.test", b"2001:db8::25 example.com"],
+        [b"2001:db8::25 example.com", b"192.0.2.7 other.test"])
+    assert login(tree, "bob", "pw", TCPLOCALIP="2001:db8::25")
+    assert not login(tree, "bob", "pw", TCPLOCALIP="2001:db8::26")
+    if tree.kind == "mysql":
+        before = snapshot(tree.root), mysql_rows(tree.db, "SELECT * FROM ip_alias_map ORDER BY ip_addr")
+        done = run(tree, "vipmap", "-a", LONG_V6, "example.com")
+        assert (done.returncode, done.stdout) == (255, (
+            f"Error: {LONG_V6} does not fit ip_alias_map.ip_addr, which is char(18); widen it first: "
+            "ALTER TABLE ip_alias_map MODIFY ip_addr char(45) NOT NULL\n").encode())
+        assert (snapshot(tree.root), mysql_rows(tree.db, "SELECT * FROM ip_alias_map ORDER BY ip_addr")) == \
+            before
+        mysql_rows(tree.db, "ALTER TABLE ip_alias_map MODIFY ip_addr char(45) NOT NULL")
+    ok(run(tree, "vipmap", "-a", LONG_V6, "example.com"))
+    assert f"{LONG_V6} example.com".encode() in ok(run(tree, "vipmap", "-p")).split(b"\n")
+    assert login(tree, "bob", "pw", TCPLOCALIP=LONG_V6)
+    ok(run(tree, "vipmap", "-d", LONG_V6, "example.com"))
+    assert not login(tree, "bob", "pw", TCPLOCALIP=LONG_V6)
+    too_long = run(tree, "vipmap", "-a", "0000:0000:0000:0000:0000:0000:0000:0000:1", "example.com")
+    assert (too_long.returncode, too_long.stdout[:25]) == (255, b"Error: invalid IP address")
+
+
+def test_vipmap_makes_a_wide_table(mysql_tree: Tree) -> None:
+    """Without an ip_alias_map table vipmap makes one whose ip_addr takes IPv6 (char(45))."""
+    tree = mysql_tree
+    mysql_rows(tree.db, "DROP TABLE ip_alias_map")
+    ok(run(tree, "vipmap", "-a", LONG_V6, "example.com"))
+    assert mysql_rows(tree.db, "SELECT ip_addr, domain FROM ip_alias_map") == [(LONG_V6, "example.com")]
+    width = mysql_rows(tree.db, "SELECT CHARACTER_MAXIMUM_LENGTH FROM information_schema.COLUMNS WHERE "
+                       "TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'ip_alias_map' "
+                       "AND COLUMN_NAME = 'ip_addr'")
+    assert width == [(45,)]
+
+
 # ------------------------------------------------------------------ vmoddomlimits
 
 PERMS = (("pop account", "ALLOW_CREATE DENY_MODIFY  DENY_DELETE  "),
@@ -367,3 +415,64 @@ def test_vdeloldusers_by_the_programs_clock(any_tree: Tree) -> None:
         done = run(tree, "vdeloldusers", *args, clock=later)
         assert done.returncode == code, (args, done.stdout)
     assert snapshot(tree.root) == before
+
+
+# ------------------------------------------------------------------ valias -i on MySQL: no race
+
+
+@pytest.fixture
+def mysql_tree(mysql_db: dict[str, Any]) -> Iterator[Tree]:
+    load_schema(mysql_db)
+    with Tree(store="mysql", valias=True) as tree:
+        credentials(tree, mysql_db)
+        tree.add_domain("example.com")
+        tree.db = mysql_db
+        yield tree
+
+
+def valias_rows(tree: Tree) -> list[tuple[Any, ...]]:
+    return mysql_rows(tree.db, "SELECT alias, domain, valias_line FROM valias ORDER BY valias_line")
+
+
+def test_sixteen_concurrent_valias_inserts_of_one_line(mysql_tree: Tree) -> None:
+    tree = mysql_tree
+    env = tree.env()
+    procs = [subprocess.Popen([program("valias"), "-i", "bob@example.org", "info@example.com"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(16)]
+    results = [(proc.communicate(timeout=120), proc.returncode) for proc in procs]
+    assert sorted(code for _, code in results) == [0] + [255] * 15, results
+    assert {err for (_, err), code in results if code} == {
+        b"Error: alias info@example.com -> bob@example.org already exists.\n"}
+    assert valias_rows(tree) == [("info", "example.com", "bob@example.org")]
+
+
+def test_valias_insert_waits_for_one_between_its_check_and_its_insert(mysql_tree: Tree) -> None:
+    """A valias -i held (strace's SIGSTOP) right after it sent its duplicate check: a second one of
+    the same line waits for it (vpopmail, and a check-then-insert, would add the line twice)."""
+    import signal
+    import time
+
+    tree = mysql_tree
+    env = tree.env()
+    argv = [program("valias"), "-i", "bob@example.org", "info@example.com"]
+    log = tree.root / "sends.log"
+    subprocess.run(["strace", "-qq", "-o", str(log), "-s", "200", "-e", "trace=sendto", *argv], env=env,
+                   check=True, capture_output=True, timeout=60)
+    ok(run(tree, "valias", "-d", "info@example.com"))
+    sends = log.read_text().splitlines()
+    check = next(number for number, line in enumerate(sends, 1) if "FROM valias WHERE alias" in line)
+    held, child = strace_held(argv, env, "sendto", check, log)
+    second = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        time.sleep(1)
+        assert second.poll() is None  # it waits on the first one's lock
+    finally:
+        os.kill(child, signal.SIGCONT)
+    first_out = held.communicate(timeout=60)
+    second_out = second.communicate(timeout=60)
+    assert (held.returncode, second.returncode) == (0, 255), (first_out, second_out)
+    assert second_out[1] == b"Error: alias info@example.com -> bob@example.org already exists.\n"
+    assert valias_rows(tree) == [("info", "example.com", "bob@example.org")]
+    # the same line in another case is another line (the column's collation would fold it)
+    ok(run(tree, "valias", "-i", "Bob@example.org", "info@example.com"))
+    assert len(valias_rows(tree)) == 2

@@ -328,3 +328,107 @@ def test_vchkpw_and_vdelivermail_never_import_tqdm() -> None:
         python = Path(program("vchkpw")).parent / "python"
         assert subprocess.run([str(python), "-I", "-c", code], capture_output=True, text=True
                               ).stdout == "False\n"
+
+
+# ------------------------------------------------------------------ lastauth, hashing count, -S, -p
+
+
+def lastauth_file(tree: Tree, name: str, domain: str = "example.com") -> tuple[int, str] | None:
+    path = tree.domain_dir(domain) / name / "lastauth"
+    if not path.exists():
+        return None
+    return int(path.stat().st_mtime), path.read_text()
+
+
+def test_lastauth_and_the_hashing_count_go_along(mysql_db: dict[str, Any]) -> None:
+    """-c -m: each user's lastauth file becomes a lastauth row, .dir-control's count the dir_control
+    row; -m -M (the other layout) keeps both (the tables are shared); -m -c writes them back as
+    files (mtime = the time); a second run writes nothing; vuserinfo shows the same last auth."""
+    with mysql_tree(mysql_db, True) as tree:
+        tree.add_domain("example.com")
+        add_users(tree)
+        tree.clock = 1_700_000_000
+        assert login_ok(tree, "md5@example.com", "pw-md5")  # lastauth: 192.0.2.10 at the clock
+        tree.clock = 1_700_000_500
+        assert login_ok(tree, "sha@example.com", "pw-sha")
+        before = {name: lastauth_file(tree, name) for name in USERS}
+        assert before["md5"] == (1_700_000_000, "192.0.2.10") and before["des"] is None
+        control = tree.domain_dir("example.com") / ".dir-control"
+        count = int(control.read_text().split("\n")[0])
+        done = vconvert(tree, "-d", "-c", "-m")
+        assert done.returncode == 0 and "  lastauth of 2 users\n" in done.stdout, done.stdout
+        assert f"  hashing count {count}\n" in done.stdout
+        assert sorted(mysql_rows(mysql_db, "SELECT user, domain, remote_ip, timestamp FROM lastauth")) == [
+            ("md5", "example.com", "192.0.2.10", 1_700_000_000),
+            ("sha", "example.com", "192.0.2.10", 1_700_000_500)]
+        assert mysql_rows(mysql_db, "SELECT cur_users FROM dir_control WHERE domain = 'example.com'") == \
+            [(count,)]
+        again = vconvert(tree, "-d", "-c", "-m")
+        assert "lastauth of" not in again.stdout and "hashing count" not in again.stdout, again.stdout
+        tree.write_settings(store="mysql")
+        info = subprocess.run([program("vuserinfo"), "-l", "sha@example.com"], env=tree.env(TZ="UTC"),
+                              capture_output=True, text=True, timeout=60)
+        assert info.stdout == "last auth: Tue Nov 14 22:21:40 2023\nlast auth ip: 192.0.2.10\n"
+        layouts = vconvert(tree, "-d", "-m", "-M")
+        assert layouts.returncode == 0 and "lastauth of" not in layouts.stdout
+        # back to files: the files removed first, then written from the rows
+        for name in ("md5", "sha"):
+            (tree.domain_dir("example.com") / name / "lastauth").unlink()
+        control.write_text("0\n0\n3\n0 0 0\n61 61 61\n0 2 4\n0 0 0\n\n")
+        back = vconvert(tree, "-d", "-m", "-c")
+        assert back.returncode == 0 and "  lastauth of 2 users\n" in back.stdout, back.stdout
+        assert {name: lastauth_file(tree, name) for name in USERS} == before
+        path = tree.domain_dir("example.com") / "md5" / "lastauth"
+        assert (path.stat().st_uid, path.stat().st_gid) == (VPOPMAIL_UID, VPOPMAIL_GID)
+        assert int(control.read_text().split("\n")[0]) == count
+
+
+def sqwebmail_pass(tree: Tree, name: str, domain: str = "example.com") -> Path:
+    return tree.domain_dir(domain) / name / "Maildir" / "sqwebmail-pass"
+
+
+@pytest.mark.parametrize("store", ["cdb", "mysql"])
+def test_sqwebmail_passwords(mysql_db: dict[str, Any], store: str) -> None:
+    """-S: Maildir/sqwebmail-pass = tab, hash, newline for every user, the domain's, 0600;
+    a second run writes nothing."""
+    with mysql_tree(mysql_db, True) as tree:
+        tree.add_domain("example.com")
+        add_users(tree)
+        if store == "mysql":
+            assert vconvert(tree, "-c", "-m").returncode == 0
+            for name in ("vpasswd", "vpasswd.cdb"):
+                (tree.domain_dir("example.com") / name).unlink()
+        tree.write_settings(store=store)
+        done = vconvert(tree, "-S")
+        assert (done.returncode, done.stdout) == (
+            0, "converting example.com done: 5 sqwebmail-pass written, 0 unchanged\n")
+        for name, (_pw, stored, *_rest) in USERS.items():
+            path = sqwebmail_pass(tree, name)
+            assert path.read_text() == f"\t{stored}\n"
+            info = path.stat()
+            assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (VPOPMAIL_UID, VPOPMAIL_GID, 0o600)
+        again = vconvert(tree, "-S", "example.com")
+        assert again.stdout == "converting example.com done: 0 sqwebmail-pass written, 5 unchanged\n"
+        assert vconvert(tree, "-S", "-c", "-m").returncode == 2
+        assert vconvert(tree, "-S", "nowhere.test").returncode == 245
+
+
+@pytest.mark.parametrize("kind", ["cdb", "mysql"])
+def test_user_pass_file(mysql_db: dict[str, Any], kind: str) -> None:
+    """-p file: user:crypted lines added to the named domain (directory, as vadduser), each with
+    its sqwebmail-pass; bad names are skipped; a domain is required."""
+    with mysql_tree(mysql_db, True) as tree:
+        tree.add_domain("example.com")
+        crypted = ph.md5_crypt.hash("pw-ann", salt="saltsalt")
+        listing = tree.root / "users.txt"
+        listing.write_text(f"ann:{crypted}\nbad/name:{crypted}\n\nBen {ph.md5_crypt.hash('pw-ben')}\n")
+        target = "-c" if kind == "cdb" else "-m"
+        assert vconvert(tree, "-p", str(listing), target).returncode == 2  # no domain
+        done = vconvert(tree, "-p", str(listing), target, "example.com")
+        assert done.returncode == 0, done.stdout
+        assert done.stdout.startswith("skipping bad/name\n")
+        assert "converting example.com done: 2 added" in done.stdout
+        tree.write_settings(store=kind)
+        assert login_ok(tree, "ann@example.com", "pw-ann") and login_ok(tree, "ben@example.com", "pw-ben")
+        assert sqwebmail_pass(tree, "ann").read_text() == f"\t{crypted}\n"
+        assert tree.deliver("ann@example.com", MESSAGE).returncode == 0

@@ -21,17 +21,14 @@ def command(args: Sequence[str]) -> int:
     from vpop.admin import domains
     from vpop.names import ascii_lower
 
-    opts, operands = cli.options("vaddaliasdomain", args, "v", USAGE,
+    _, operands = cli.options("vaddaliasdomain", args, "v", USAGE,
                                  cli.with_differences(USAGE, "vaddaliasdomain", DIFFERENCES))
-    for letter, _ in opts:
-        if letter == "v":
-            print(cli.version_line(), flush=True)
     if len(operands) != 2 or not all(operands):
         raise cli.Usage(USAGE)
     first, second = (ascii_lower(name) for name in operands)
     if first == second:
         raise cli.AdminError("Error: real domain and alias domain are the same!\n" + USAGE)
-    settings = domains.load()
+    settings = cli.load()
     domains.heal(settings)
     found_first, found_second = domains.known(settings, first), domains.known(settings, second)
     if found_first is not None and found_second is not None:

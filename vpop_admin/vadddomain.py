@@ -58,9 +58,7 @@ def command(args: Sequence[str]) -> int:
     optimize = random = False
     password = ""
     for letter, value in opts:
-        if letter == "v":
-            print(cli.version_line(), flush=True)
-        elif letter == "q":
+        if letter == "q":
             quota = value
         elif letter == "e":
             target = value
@@ -90,7 +88,7 @@ def command(args: Sequence[str]) -> int:
     if not operands or len(operands) > 2:
         raise cli.Usage(USAGE)
     name = domains.domain_name(operands[0])
-    settings = domains.load()
+    settings = cli.load()
     domains.heal(settings)
     if uid is None or gid is None:
         default_uid, default_gid, _home = domains.vpopmail_ids()
@@ -101,15 +99,9 @@ def command(args: Sequence[str]) -> int:
     domains.hash_method(settings)
     if domains.taken(settings, name):  # before the password is asked for, as vpopmail
         raise cli.AdminError(domains.DOMAIN_EXISTS, domains.EXIT_EXISTS)
-    if len(operands) > 1:
-        if random:
-            raise cli.AdminError("Error: don't use -r option when giving password on command line")
-        password = operands[1]
-    elif not random:
-        try:
-            password = cli.prompt_password("postmaster")
-        except EOFError:  # the end of the input: no password
-            password = ""
+    password = cli.password_operand(operands, random, password)
+    if len(operands) < 2 and not random:
+        password = cli.ask_password("postmaster")
     if not password:
         raise cli.AdminError("Error: No password entered")
     _domain, made = domains.vadddomain(settings, name, password, uid=uid, gid=gid, base_dir=base_dir,

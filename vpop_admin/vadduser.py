@@ -25,9 +25,7 @@ def command(args: Sequence[str]) -> int:
     password = ""
     random = no_password = False
     for letter, value in opts:
-        if letter == "v":
-            print(cli.version_line(), flush=True)
-        elif letter == "c":
+        if letter == "c":
             gecos = value
         elif letter == "q":
             quota = value
@@ -43,28 +41,20 @@ def command(args: Sequence[str]) -> int:
     if not operands:
         raise cli.Usage(USAGE)
     address = operands[0]
-    if len(operands) > 1 and not no_password:
-        if random:
-            raise cli.AdminError("Error: don't use -r option when giving password on command line")
-        password = operands[1]
-    settings = users.load()
+    if not no_password:
+        password = cli.password_operand(operands, random, password)
+    settings = cli.load()
     user, domain = users.parse_email(settings, address)
     if not domain:
         raise cli.AdminError(users.NOT_FULL_ADDRESS)
     found = users.find_domain(settings, domain)
-    store = users.open_store(settings)
-    try:
+    with cli.open_store(settings) as store:
         store.create_tables(found)
-        if store.get_user(user, found) is not None:
-            raise cli.AdminError("Error: User already exists")
+        users.refuse_existing(settings, store, found, user)  # before asking for a password
         if not no_password and crypted is None and not password:
-            password = cli.prompt_password(address)
-            if not password:
-                raise cli.AdminError("Error: No password entered\n" + USAGE)
+            password = cli.ask_password(address, USAGE)
         users.create_user(settings, store, found, user, password, quota=quota, gecos=gecos or "",
                           crypted="" if no_password and crypted is None else crypted)
-    finally:
-        store.close()
     if random:
         print(f"Random password: {password}", flush=True)
     return 0

@@ -28,9 +28,7 @@ def command(args: Sequence[str]) -> int:
     opts, operands = cli.options("valias", args, "vnsdi:", USAGE, USAGE + DIFFERENCES, help_anywhere=True)
     action, line = "s", ""
     for letter, value in opts:
-        if letter == "v":
-            print(cli.version_line(), flush=True)
-        elif letter in "nsd":
+        if letter in "nsd":
             action = letter
         elif letter == "i":
             action, line = "i", value or ""
@@ -38,7 +36,7 @@ def command(args: Sequence[str]) -> int:
         print("must supply alias email address", file=sys.stderr, flush=True)
         raise cli.Usage(USAGE)
     address = operands[0]
-    settings = users.load()
+    settings = cli.load()
     if "@" not in address:
         if action not in "sn":
             raise cli.AdminError(users.NOT_FULL_ADDRESS)
@@ -56,7 +54,7 @@ def command(args: Sequence[str]) -> int:
     domain = users.find_domain(settings, shown, 256 - 11)
     if action == "i":
         line = aliases.check_alias_line(line)
-    store = users.open_store(settings)
+    store = cli.open_store(settings)
     out: list[str] = []
     try:
         if action == "n":

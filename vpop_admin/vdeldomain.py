@@ -28,16 +28,14 @@ def command(args: Sequence[str]) -> int:
                                  cli.with_differences(USAGE, "vdeldomain", DIFFERENCES))
     force = False
     for letter, _ in opts:
-        if letter == "v":
-            print(cli.version_line(), flush=True)
-        elif letter == "f":
+        if letter == "f":
             force = True
     if len(operands) != 1:
         raise cli.Usage(USAGE)
     name = domains.lookup_name(operands[0])
     if not name:
         raise cli.AdminError(domains.DOMAIN_MISSING, domains.EXIT_MISSING)
-    settings = domains.load()
+    settings = cli.load()
     domains.heal(settings)
     own, aliases = domains.domain_group(settings, name)
     if own is None and not any(entry.domain == name for entry in aliases):
@@ -49,11 +47,8 @@ def command(args: Sequence[str]) -> int:
         if not force:
             print("   use -f to force delete of domain and all aliases", flush=True)
             return 0
-    store = open_store(settings, primary=True)
-    try:
+    with open_store(settings, primary=True) as store:
         domains.delete_domain(settings, store, name)
-    finally:
-        store.close()
     return 0
 
 

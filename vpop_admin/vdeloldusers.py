@@ -25,7 +25,8 @@ def command(args: Sequence[str]) -> int:
     from vpop import clock
     from vpop.admin import users
 
-    opts, _ = cli.options("vdeloldusers", args, "vVDd:a:e", USAGE, USAGE + DIFFERENCES, help_anywhere=True)
+    opts, _ = cli.options("vdeloldusers", args, "vVDd:a:e", USAGE, USAGE + DIFFERENCES, help_anywhere=True,
+                          version=False)
     if not args:
         raise cli.Usage(USAGE)
     age, domain_name, every, verbose, delete = DEFAULT_AGE, "", False, False, False
@@ -48,13 +49,13 @@ def command(args: Sequence[str]) -> int:
             age = int(text)
     if not every and not domain_name:
         raise cli.AdminError("error: you must supply either the -e or -d [domain] options")
-    settings = users.load()
+    settings = cli.load()
     if every:
         domains = real_domains(settings)
     else:
         domains = [users.find_domain(settings, domain_name, 256 - 11)]
     cutoff = int(clock.now()) - 86400 * age
-    store = users.open_store(settings)
+    store = cli.open_store(settings)
     found = False
     try:
         for domain in domains:

@@ -11,20 +11,14 @@ options: -v (print version number)"""
 def command(args: Sequence[str]) -> int:
     from vpop.admin import users
 
-    opts, operands = cli.options("vdeluser", args, "v", USAGE, USAGE + users.DIFFERENCES)
-    for letter, _ in opts:
-        if letter == "v":
-            print(cli.version_line(), flush=True)
+    _, operands = cli.options("vdeluser", args, "v", USAGE, USAGE + users.DIFFERENCES)
     if not operands:
         raise cli.Usage(USAGE)
-    settings = users.load()
+    settings = cli.load()
     user, domain = users.parse_email(settings, operands[0])
     found = users.find_domain(settings, domain, 256 - 11)
-    store = users.open_store(settings)
-    try:
+    with cli.open_store(settings) as store:
         users.delete_user(settings, store, found, user)
-    finally:
-        store.close()
     return 0
 
 

@@ -27,9 +27,7 @@ def command(args: Sequence[str]) -> int:
                                  cli.with_differences(USAGE, "vdominfo", DIFFERENCES))
     everything, letters = True, ""
     for letter, _ in opts:
-        if letter == "v":
-            print(cli.version_line(), flush=True)
-        elif letter == "a":
+        if letter == "a":
             everything = True
         else:
             everything = False
@@ -42,7 +40,7 @@ def command(args: Sequence[str]) -> int:
         if not name:
             raise cli.AdminError("Invalid domain name", domains.EXIT_MISSING)
     fields = "a" if everything else letters
-    settings = domains.load()
+    settings = cli.load()
     store = None
     if settings.store == "mysql" and ("a" in fields or "t" in fields):
         from vpop.stores import open_store

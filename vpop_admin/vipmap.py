@@ -13,7 +13,9 @@ DIFFERENCES = """
 Differences from vpopmail's tool:
   a usage error exits 2 (vpopmail: 255); a bad IP address or an unknown domain is refused, and so is
   deleting a mapping that does not exist (vpopmail: exit 0); on CDB adding an IP that is mapped
-  already replaces its line (vpopmail appended a second line that the first one shadowed)."""
+  already replaces its line (vpopmail appended a second line that the first one shadowed);
+  IPv6 addresses are taken, and on MySQL a vpopmail ip_alias_map whose ip_addr is char(18) is
+  named with the ALTER TABLE that widens it (this tool makes the table with char(45))."""
 
 
 def command(args: Sequence[str]) -> int:
@@ -24,11 +26,8 @@ def command(args: Sequence[str]) -> int:
         raise cli.Usage(USAGE)
     action = "p"
     for letter, _ in opts:
-        if letter == "v":
-            print(cli.version_line(), flush=True)
-        else:
-            action = letter
-    settings = users.load()
+        action = letter
+    settings = cli.load()
     if action != "p":
         if len(operands) < 2:
             raise cli.Usage(USAGE)
@@ -40,20 +39,18 @@ def command(args: Sequence[str]) -> int:
             raise cli.AdminError(f"Error: invalid domain name {operands[1]}")
         if action == "a":
             users.find_domain(settings, domain, 256 - 11)
-    store = users.open_store(settings)
-    try:
+    with cli.open_store(settings) as store:
         if action == "p":
             lines = [f"{ip} {domain}" for ip, domain in store.ip_map()]
             cli.print_lines(lines)
         elif action == "a":
             store.connect_for_updates()
+            aliases.check_ip_fits(store, ip)
             store.add_ip_map(ip, domain)
         else:
             store.connect_for_updates()
             if not store.delete_ip_map(ip, domain):
                 raise cli.AdminError(f"Error: no mapping {ip} {domain}")
-    finally:
-        store.close()
     return 0
 
 

@@ -71,9 +71,7 @@ def command(args: Sequence[str]) -> int:
     changes: dict = {}
     for letter, value in opts:
         value = value or ""
-        if letter == "v":
-            print(cli.version_line(), flush=True)
-        elif letter == "h":
+        if letter == "h":
             raise cli.AdminError(USAGE, 0)
         elif letter == "S":
             show = True
@@ -100,7 +98,7 @@ def command(args: Sequence[str]) -> int:
             if unknown:
                 raise cli.AdminError(f"Error: unknown perm flag '{unknown[0]}' (use a c m d)")
             changes[PERM_OPTIONS[letter]] = limits.apply_perm(value)
-    settings = users.load()
+    settings = cli.load()
     if default_file:
         if delete:
             raise cli.AdminError("Default limits must not be deleted. If you really want to do this,\n"
@@ -120,8 +118,7 @@ def command(args: Sequence[str]) -> int:
         raise cli.Usage(USAGE)
     name = operands[0].lower()
     domain = users.find_domain(settings, name, 256 - 11)
-    store = users.open_store(settings)
-    try:
+    with cli.open_store(settings) as store:
         store.connect_for_updates()
         with store.locked(domain):
             if delete:
@@ -133,8 +130,6 @@ def command(args: Sequence[str]) -> int:
                 print("\n".join(limits.show_lines(values, f"Domain: {name}")), flush=True)
                 return 0
             limits.write_domain(settings, store, domain, {**values, **changes})
-    finally:
-        store.close()
     return 0
 
 

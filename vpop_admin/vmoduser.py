@@ -54,9 +54,7 @@ def command(args: Sequence[str]) -> int:
     clear_flags = False
     flags = 0
     for letter, value in opts:
-        if letter == "v":
-            print(cli.version_line(), flush=True)
-        elif letter == "h":
+        if letter == "h":
             raise cli.AdminError(USAGE, 0)
         elif letter == "x":
             clear_flags = True
@@ -77,10 +75,10 @@ def command(args: Sequence[str]) -> int:
     if gecos is not None and ":" in gecos:
         raise cli.AdminError("Error: bad character", 256 - 20)
     target = operands[0]
-    settings = users.load()
+    settings = cli.load()
     new_hash = users.new_password_hash(settings, clear) if clear else None
 
-    def change(found, record) -> None:
+    def change(record) -> None:
         if gecos:
             record.gecos = gecos
         if directory:
@@ -97,30 +95,20 @@ def command(args: Sequence[str]) -> int:
         record.gid |= flags
         if quota is not None:
             record.shell = quota
-        if not store.update_user(record, found):
-            raise cli.AdminError(f"no such user {record.name}@{found.real}")
-        if quota is not None:
-            users.update_maildirsize(settings, found, record)
 
-    store = users.open_store(settings)
-    try:
+    with cli.open_store(settings) as store:
+        user = missing = None
         if "@" in target:
             user, domain = users.parse_email(settings, target)
+            missing = cli.AdminError(f"no such user {user}@{domain}")
             try:
                 found = users.find_domain(settings, domain)
             except cli.AdminError:
-                raise cli.AdminError(f"no such user {user}@{domain}") from None
-            store.connect_for_updates()
-            with store.locked(found):
-                change(found, users.get_user(store, found, user, domain))
+                raise missing from None
         else:
             found = users.find_domain(settings, target.lower(), 256 - 11)
-            store.connect_for_updates()
-            with store.locked(found):
-                for record in store.list_users(found):
-                    change(found, record)
-    finally:
-        store.close()
+        users.change_users(settings, store, found, user, change, quota_changed=quota is not None,
+                           missing=missing)
     return 0
 
 

@@ -16,30 +16,22 @@ def command(args: Sequence[str]) -> int:
     password = ""
     random = False
     for letter, value in opts:
-        if letter == "v":
-            print(cli.version_line(), flush=True)
-        elif letter == "r":
+        if letter == "r":
             random = True
             password = cli.random_password(cli.random_length(value))
     if not operands:
         raise cli.Usage(USAGE)
     address = operands[0]
-    if len(operands) > 1:
-        if random:
-            raise cli.AdminError("Error: don't use -r option when giving password on command line")
-        password = operands[1]
-    settings = users.load()
+    password = cli.password_operand(operands, random, password)
+    settings = cli.load()
     user, domain = users.parse_email(settings, address)
     found = users.find_domain(settings, domain)
-    store = users.open_store(settings)
-    try:
+    with cli.open_store(settings) as store:
         if store.get_user(user, found) is None:
             raise cli.AdminError("Error: User does not exist")
         if not password:
-            password = cli.prompt_password(address)
+            password = cli.ask_password(address)
         users.set_password(settings, store, found, user, password, shown_domain=domain)
-    finally:
-        store.close()
     if random:
         print(f"Random password: {password}", flush=True)
     return 0

@@ -15,34 +15,21 @@ the quota will be applied to all users in that domain"""
 def command(args: Sequence[str]) -> int:
     from vpop.admin import users
 
-    opts, operands = cli.options("vsetuserquota", args, "v", USAGE, USAGE + users.DIFFERENCES)
-    for letter, _ in opts:
-        if letter == "v":
-            print(cli.version_line(), flush=True)
+    _, operands = cli.options("vsetuserquota", args, "v", USAGE, USAGE + users.DIFFERENCES)
     if len(operands) < 2 or not operands[0] or not operands[1]:
         raise cli.Usage(USAGE)
     target = operands[0]
     quota = users.format_quota(operands[1].upper())  # vsetuserquota upper-cases the quota
-    settings = users.load()
-    store = users.open_store(settings)
-    try:
+    settings = cli.load()
+    with cli.open_store(settings) as store:
+        user = None
         if "@" not in target:
             found = users.find_domain(settings, target.lower(), 256 - 11)
-            store.connect_for_updates()
-            with store.locked(found):
-                for record in store.list_users(found):
-                    users.set_quota(settings, store, found, record, quota)
         else:
             user, domain = users.parse_email(settings, target)
             found = users.find_domain(settings, domain, 256 - 11)
-            store.connect_for_updates()
-            with store.locked(found):
-                record = store.get_user(user, found)
-                if record is None:
-                    raise cli.AdminError("Error: User does not exist", 256 - 10)
-                users.set_quota(settings, store, found, record, quota)
-    finally:
-        store.close()
+        users.change_users(settings, store, found, user, lambda record: setattr(record, "shell", quota),
+                           quota_changed=True)
     return 0
 
 

@@ -28,9 +28,7 @@ def command(args: Sequence[str]) -> int:
     fields = "a"
     domain_name = ""
     for letter, value in opts:
-        if letter == "v":
-            print(cli.version_line(), flush=True)
-        elif letter == "D":
+        if letter == "D":
             domain_name = value or ""
         elif letter == "a":
             fields += "a"
@@ -38,8 +36,8 @@ def command(args: Sequence[str]) -> int:
             fields = fields.replace("a", "") + letter
     if not operands and not domain_name:
         raise cli.Usage(USAGE)
-    settings = users.load()
-    store = users.open_store(settings)
+    settings = cli.load()
+    store = cli.open_store(settings)
     out: list[str] = []
     try:
         if not domain_name:

@@ -63,22 +63,39 @@ def _read_state(path: str) -> bytes | None:
     return read_file(path, 1 << 20, owners=ANY_OWNER)
 
 
-def _take_free_path(domain_dir: str, uid: int | None, gid: int | None) -> str | None:
-    path = domain_dir + "/.dir_control_free"
-    data = _read_state(path)
+def _free_paths(domain_dir: str) -> tuple[str | None, list[str]]:
+    """The first path of ``.dir_control_free`` and the file's other lines."""
+    data = _read_state(domain_dir + "/.dir_control_free")
     if data is None:
-        return None
-    lines = data.decode("utf-8", "replace").split("\n")
+        return None, []
     chosen = None
     kept = []
-    for line in lines:
+    for line in data.decode("utf-8", "replace").split("\n"):
         if chosen is None and line.strip() and not line.startswith("#"):
             chosen = line.strip()
         else:
             kept.append(line)
-    if chosen is None:
-        return None
-    _write_atomically(path, "\n".join(kept), uid, gid)
+    return chosen, kept
+
+
+def _write_free_paths(domain_dir: str, kept: list[str], uid: int | None, gid: int | None) -> None:
+    """``.dir_control_free`` with the ``kept`` lines; removed when none is left."""
+    path = domain_dir + "/.dir_control_free"
+    if any(line.strip() for line in kept):
+        _write_atomically(path, "\n".join(kept), uid, gid)
+        return
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise TemporaryFailure(f"cannot remove {path}: {exc.strerror}") from None
+
+
+def _take_free_path(domain_dir: str, uid: int | None, gid: int | None) -> str | None:
+    chosen, kept = _free_paths(domain_dir)
+    if chosen is not None:
+        _write_free_paths(domain_dir, kept, uid, gid)
     return chosen
 
 
@@ -89,17 +106,38 @@ def _write_atomically(path: str, text: str, uid: int | None = None, gid: int | N
     replace_file(path, lambda handle: handle.write(data), uid, gid, 0o600)
 
 
-def next_user_subdir(domain_dir: str, uid: int | None = None, gid: int | None = None) -> str:
-    """Allocate the hash subdirectory for a new user of the domain ("" = the domain dir)."""
+def read_count(domain_dir: str) -> int:
+    """``cur_users`` of the domain's ``.dir-control`` (0 without one)."""
+    data = _read_state(domain_dir + "/.dir-control")
+    first = data.split(b"\n", 1)[0].strip() if data else b""
+    return ascii_number(first, 999_999_999) or 0
+
+
+def write_count(domain_dir: str, count: int, uid: int | None = None, gid: int | None = None) -> None:
+    """``.dir-control`` as after the ``count``-th user (under its lock)."""
     from vpop.files import lock_file
 
     lock_fd = lock_file(domain_dir + "/.dir-control.lock", uid, gid)
     try:
-        control = domain_dir + "/.dir-control"
-        data = _read_state(control)
-        first = data.split(b"\n", 1)[0].strip() if data else b""
-        serial = ascii_number(first, 999_999_999) or 0
-        free = _take_free_path(domain_dir, uid, gid)
+        _write_atomically(domain_dir + "/.dir-control", _control_lines(count), uid, gid)
+    finally:
+        os.close(lock_fd)
+
+
+def next_user_subdir(domain_dir: str, uid: int | None = None, gid: int | None = None,
+                     noted: "Callable[[str, int], None] | None" = None) -> str:
+    """Allocate the hash subdirectory for a new user of the domain ("" = the domain dir).
+
+    ``noted(subdir, count)`` is called before anything is written, with the subdirectory and
+    the count ``.dir-control`` is about to hold: an admin command notes both first, so that a
+    kill at any later point can be undone (:mod:`vpop.admin.unfinished`).
+    """
+    from vpop.files import lock_file
+
+    lock_fd = lock_file(domain_dir + "/.dir-control.lock", uid, gid)
+    try:
+        serial = read_count(domain_dir)
+        free, kept = _free_paths(domain_dir)
         if free is not None:
             subdir = free
             if serial:
@@ -107,7 +145,11 @@ def next_user_subdir(domain_dir: str, uid: int | None = None, gid: int | None = 
         else:
             serial += 1
             subdir = hash_path(serial)
-        _write_atomically(control, _control_lines(serial), uid, gid)
+        if noted is not None:
+            noted(subdir, serial)
+        if free is not None:
+            _write_free_paths(domain_dir, kept, uid, gid)
+        _write_atomically(domain_dir + "/.dir-control", _control_lines(serial), uid, gid)
         return subdir
     finally:
         os.close(lock_fd)
@@ -122,6 +164,11 @@ def take_free_path(domain_dir: str, uid: int | None = None, gid: int | None = No
         return _take_free_path(domain_dir, uid, gid)
     finally:
         os.close(lock_fd)
+
+
+def user_dir_path(domain_dir: str, subdir: str, user: str) -> str:
+    """``<domain_dir>[/<subdir>]/<user>``."""
+    return domain_dir + ("/" + subdir if subdir else "") + "/" + user
 
 
 def _make_dirs(base: str, relative: str, uid: int | None, gid: int | None) -> None:
@@ -143,22 +190,33 @@ def make_user_dir(domain_dir: str, user: str, uid: int | None, gid: int | None,
     """Create ``<domain_dir>[/hash]/<user>/Maildir/{cur,new,tmp}``; return the user directory.
 
     ``allocate`` picks the hash subdirectory (the MySQL store keeps that state in its
-    ``dir_control`` table); by default ``.dir-control`` in the domain directory does.
+    ``dir_control`` table); by default ``.dir-control`` in the domain directory does.  Root makes
+    the directories as ``uid``/``gid`` (never one of root's for a moment, that a kill would leave
+    and the domain's uid could not remove; never through a link that uid planted).
     """
     from vpop.maildir import make_maildir
+    from vpop.privileges import ActingAs
 
     try:
         subdir = allocate() if allocate is not None else next_user_subdir(domain_dir, uid, gid)
         if ".." in subdir.split("/") or subdir.startswith("/"):
             raise TemporaryFailure(f"bad entry {subdir!r} in {domain_dir}/.dir_control_free")
-        _make_dirs(domain_dir, subdir, uid, gid)
-        user_dir = domain_dir + ("/" + subdir if subdir else "") + "/" + user
+        user_dir = user_dir_path(domain_dir, subdir, user)
         if len(user_dir) > MAX_PATH:
             raise TemporaryFailure(f"user directory path too long: {user_dir}")
-        os.mkdir(user_dir, 0o750)
-        if uid is not None:
-            os.chown(user_dir, uid, gid)
-        make_maildir(user_dir + "/Maildir", uid, gid)
+        acting = ActingAs(uid, uid if gid is None else gid) if uid is not None and os.geteuid() == 0 else None
+        owner = (None, None) if acting else (uid, gid)
+        if acting:
+            acting.__enter__()
+        try:
+            _make_dirs(domain_dir, subdir, *owner)
+            os.mkdir(user_dir, 0o750)
+            if owner[0] is not None:
+                os.chown(user_dir, uid, gid)
+            make_maildir(user_dir + "/Maildir", *owner)
+        finally:
+            if acting:
+                acting.__exit__()
         return user_dir
     except OSError as exc:
         raise TemporaryFailure(f"dir auto create failed: {exc}") from None

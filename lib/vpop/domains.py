@@ -3,7 +3,8 @@
 ``~vpopmail/etc/ip_alias_map`` holds ``IP<whitespace>domain`` lines; the first line whose IP
 equals ``TCPLOCALIP`` wins.  A mapped domain listed in qmail's ``control/locals`` is not
 used (vpopmail's rule).  vpopmail mangled ``::ffff:1.2.3.4`` into ``__ffff_1.2.3.4`` before
-looking it up; we look up the IPv4 address.
+looking it up; we look up the IPv4 address.  vpopmail mangled every IPv6 address the same way
+(``:`` became ``_``), so none ever matched; we keep the colons.
 """
 
 from vpop.errors import TemporaryFailure
@@ -25,7 +26,7 @@ def _read_lines(path: str) -> list[str]:
 def ip_alias_domain(settings, local_ip: str) -> str | None:
     """The domain mapped to ``local_ip``, or None to fall through to ``defaultdomain``."""
     ip = local_ip.rsplit(":", 1)[-1] if local_ip.startswith("::ffff:") else local_ip
-    ip = sanitize_env_value(ip)
+    ip = ":".join(sanitize_env_value(part) for part in ip.split(":"))  # IPv6 keeps its colons
     if settings.store == "mysql":  # vmysql's vget_ip_map: the ip_alias_map table
         from vpop.stores.mysql import MysqlStore
 

@@ -55,6 +55,10 @@ class DatabaseFailure(TemporaryFailure):
     """The database could not be reached or could not answer (111)."""
 
 
+class CommitUnanswered(DatabaseFailure):
+    """A ``COMMIT`` failed: the transaction may have happened or not (only the server knows)."""
+
+
 def is_database_failure(exc: BaseException) -> bool:
     return isinstance(exc, DatabaseFailure)
 

@@ -166,6 +166,27 @@ def lock_file(path: str, uid: int | None = None, gid: int | None = None) -> int:
     return fd
 
 
+def remove_tree(path: str) -> bool:
+    """vpopmail's ``vdelfiles``: a directory tree removed without following a link in it (a link
+    in its place: the link only).  False when there was nothing; an error is TemporaryFailure."""
+    import shutil
+
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise TemporaryFailure(f"cannot remove {path}: {exc.strerror}") from None
+    try:
+        if stat.S_ISDIR(info.st_mode):
+            shutil.rmtree(path)  # fd-based: never descends through a link
+        else:
+            os.unlink(path)
+    except OSError as exc:
+        raise TemporaryFailure(f"cannot remove {path}: {exc.strerror}") from None
+    return True
+
+
 def read_regular(path: str, limit: int = 1 << 24) -> bytes | None:
     """The contents of a regular file, never following a symlink or blocking on a FIFO.
 
@@ -379,6 +400,10 @@ class UserDir:
                 continue  # removed since the lstat: look again
             except OSError as exc:
                 raise _problem(path, "open", exc) from None
+            info = os.fstat(fd)
+            if (info.st_dev, info.st_ino) != (seen.st_dev, seen.st_ino):
+                os.close(fd)
+                continue  # renamed over since the lstat (a writer's atomic replace): look again
             try:
                 self._check_file(fd, path, seen)
             except BaseException:

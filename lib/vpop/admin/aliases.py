@@ -48,14 +48,29 @@ def alias_names(store: Store, domain: Domain) -> list[str]:
     return names
 
 
+MAX_IP = 45  # the longest IPv6 text: eight groups, the last two written as IPv4
+
+
 def check_ip(ip: str) -> str:
-    """An IPv4 or IPv6 address as vchkpw compares it (TCPLOCALIP), else vpopmail-style refusal."""
+    """An IPv4 or IPv6 address as vchkpw compares it with TCPLOCALIP (as text: kept as typed),
+    else a vpopmail-style refusal.  An IPv4-mapped IPv6 address is its IPv4 address, which is
+    what vchkpw looks such a TCPLOCALIP up as."""
     import ipaddress
 
     try:
-        ipaddress.ip_address(ip)
+        parsed = ipaddress.ip_address(ip)
     except ValueError:
         raise AdminError(f"Error: invalid IP address {ip}") from None
-    if len(ip) > 39:
+    if len(ip) > MAX_IP:
         raise AdminError(f"Error: invalid IP address {ip}")
-    return ip
+    mapped = getattr(parsed, "ipv4_mapped", None)
+    return str(mapped) if mapped is not None else ip
+
+
+def check_ip_fits(store: Store, ip: str) -> None:
+    """Refuse an address the store's ``ip_alias_map.ip_addr`` is too narrow for (vpopmail's
+    char(18), made before IPv6): MySQL would cut it or fail, and vchkpw would never match it."""
+    width = store.ip_map_width()
+    if width is not None and len(ip) > width:
+        raise AdminError(f"Error: {ip} does not fit ip_alias_map.ip_addr, which is char({width}); "
+                         f"widen it first: ALTER TABLE ip_alias_map MODIFY ip_addr char({MAX_IP}) NOT NULL")

@@ -12,6 +12,11 @@ from collections.abc import Callable, Sequence
 
 from vpop.errors import TemporaryFailure
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from vpop.config import Settings
+    from vpop.stores.base import Store
+
 USAGE_EXIT = 2  # vpopmail: 0
 MAX_PW_CLEAR_PASSWD = 128
 RANDOM_LENGTH = 12  # vpopmail 5.6 (5.4: 8)
@@ -100,19 +105,29 @@ def getopt(program: str, args: Sequence[str], spec: str) -> tuple[list[tuple[str
     return options, operands
 
 
+Options = tuple[list[tuple[str, str | None]], list[str]]
+
+
 def options(program: str, args: Sequence[str], spec: str, usage: str, help_text: str | None = None, *,
-            help_anywhere: bool = False) -> tuple[list[tuple[str, str | None]], list[str]]:
+            help_anywhere: bool = False, version: bool = True) -> Options:
     """A command line through :func:`getopt`: ``--help`` (before ``--``; with ``help_anywhere``
     anywhere) prints ``help_text`` (the usage and how the tool differs from vpopmail's) and exits 0,
-    a bad option prints the usage and exits 2."""
+    a bad option prints the usage and exits 2.  With ``version``, each ``-v`` prints
+    :func:`version_line` (as the C tools do while they read their options) and is left out."""
     words = list(args)
     head = words[:words.index("--")] if "--" in words and not help_anywhere else words
     if "--help" in head:
         raise AdminError(usage if help_text is None else help_text, 0)
     try:
-        return getopt(program, words, spec)
+        opts, operands = getopt(program, words, spec)
     except Usage:
         raise Usage(usage) from None
+    if version and "v" in spec:
+        for letter, _ in opts:
+            if letter == "v":
+                print(version_line(), flush=True)
+        opts = [(letter, value) for letter, value in opts if letter != "v"]
+    return opts, operands
 
 
 def with_differences(usage: str, program: str, differences: str) -> str:
@@ -137,18 +152,59 @@ def random_password(length: int = RANDOM_LENGTH) -> str:
     return "".join(secrets.choice(RANDOM_ALPHABET) for _ in range(length))
 
 
+PROMPT_TRIES = 3
+
+
+def password_operand(operands: Sequence[str], random: bool, password: str) -> str:
+    """The password after the address when there is one (refused with ``-r``), else ``password``."""
+    if len(operands) < 2:
+        return password
+    if random:
+        raise AdminError("Error: don't use -r option when giving password on command line")
+    return operands[1]
+
+
+def ask_password(address: str, usage: str = "") -> str:
+    """:func:`prompt_password`, or ``Error: No password entered`` (and the usage, if given)."""
+    password = prompt_password(address)
+    if not password:
+        raise AdminError("Error: No password entered" + ("\n" + usage if usage else ""))
+    return password
+
+
 def prompt_password(address: str) -> str:
-    """vpopmail's ``vgetpasswd``: asked twice until both agree (an empty answer ends the loop with
-    no password; the end of the input is :class:`EOFError`, for the caller to decide)."""
+    """vpopmail's ``vgetpasswd``: ``Please enter password for <address>: ``, then ``enter password
+    again: ``, on the terminal, without echo; ``Passwords do not match, try again`` until both
+    agree.  Unlike vpopmail, which asked for ever: after 3 mismatches ``Error: Passwords do not
+    match`` (255).  The end of the input (^D, no terminal left) is no password: ``""``, for the
+    caller's ``Error: No password entered``."""
     import getpass
 
-    while True:
-        first = getpass.getpass(f"Please enter password for {address}: ")
-        if not first:
+    for _ in range(PROMPT_TRIES):
+        try:
+            first = getpass.getpass(f"Please enter password for {address}: ")
+            second = getpass.getpass("enter password again: ")
+        except EOFError:
             return ""
-        if first == getpass.getpass("enter password again: "):
+        if first == second:
             return first
         print("Passwords do not match, try again", flush=True)
+    raise AdminError("Error: Passwords do not match")
+
+
+def load() -> "Settings":
+    """The settings file (``VPOP_CONFIG``), as every admin command reads it."""
+    from vpop.config import load_settings
+
+    return load_settings()
+
+
+def open_store(settings: "Settings") -> "Store":
+    """The store the settings name, every read on the primary (the admin commands read what they
+    are about to change; see vpop.stores.open_store)."""
+    from vpop.stores import open_store as open_configured
+
+    return open_configured(settings, primary=True)
 
 
 def print_lines(lines: Sequence[str]) -> None:

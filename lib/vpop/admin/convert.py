@@ -103,7 +103,31 @@ def convert_domain(source: Store, target: Store, domain: Domain, *, dry_run: boo
     records = source.list_users(domain)
     if not records and target.list_users(domain):
         raise TemporaryFailure(f"the source has no users of {domain.real}: target left as it is")
-    return target.replace_users(domain, records, dry_run=dry_run, progress=progress)
+    plan = target.replace_users(domain, records, dry_run=dry_run, progress=progress)
+    plan.carried = carry_state(source, target, domain, records, dry_run=dry_run)
+    return plan
+
+
+def carry_state(source: Store, target: Store, domain: Domain, records: list[User], *,
+                dry_run: bool = False) -> tuple[int, int | None]:
+    """What the stores keep beside the records, carried where both have it: each user's lastauth
+    (CDB: the ``lastauth`` file in the user's directory; MySQL: the ``lastauth`` table) and the
+    hashing count (``.dir-control``; the ``dir_control`` row).  Only what differs is written (the
+    two MySQL layouts share both tables: nothing to do).  Returns (lastauths written, the count
+    written or None)."""
+    wanted = source.lastauth_map(domain, records)
+    have = target.lastauth_map(domain, records)
+    by_name = {record.name: record for record in records}
+    entries = [(by_name[name], when, ip) for name, (when, ip) in wanted.items()
+               if have.get(name) != (when, ip)]
+    count = source.allocated_count(domain)
+    new_count = count if count != target.allocated_count(domain) else None
+    if dry_run:
+        return len(entries), new_count
+    written = target.set_lastauths(domain, entries) if entries else 0
+    if new_count is not None:
+        target.set_allocated_count(domain, new_count)
+    return written, new_count
 
 
 # ------------------------------------------------------------------ passwd + shadow
@@ -146,6 +170,66 @@ def read_accounts(passwd_path: str, shadow_path: str) -> tuple[list[tuple[str, s
             continue
         accounts.append((name.lower(), stored, gecos.replace(":", "")[:MAX_GECOS]))
     return accounts, skipped
+
+
+def read_userpass(path: str) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """``-p file``: ``user:crypted`` lines (vconvert's ``PASSWD_TOKENS``: space, ``:`` and tab
+    separate) as ``([(name, hash, gecos = name)], skipped names)``; a name vpopmail would refuse,
+    and a hash of 2 characters or less, are skipped."""
+    from vpop.errors import TemporaryFailure
+    from vpop.names import valid_user
+
+    try:
+        with open(path, "rb") as handle:
+            text = handle.read().decode("utf-8", "surrogateescape")
+    except OSError as exc:
+        raise TemporaryFailure(f"cannot read {path}: {exc.strerror}") from None
+    accounts, skipped = [], []
+    for line in text.split("\n"):
+        words = line.replace(":", " ").split()
+        if len(words) < 2:
+            continue
+        name, stored = words[0].lower(), words[1]
+        if not valid_user(name) or name == "vpasswd" or len(stored) <= 2:
+            skipped.append(words[0])
+            continue
+        accounts.append((name, stored, name))
+    return accounts, skipped
+
+
+SQWEBMAIL_PASS = "sqwebmail-pass"
+
+
+def sqwebmail_pass(store: Store, domain: Domain, *, names: "set[str] | None" = None,
+                   dry_run: bool = False) -> tuple[int, int]:
+    """``-S`` (vpopmail's ``vsqwebmail_pass``): each user's ``Maildir/sqwebmail-pass``, sqwebmail's
+    copy of the hash (a tab, the hash, a newline), written as the domain's uid through a Maildir
+    opened without following links, mode 0600 (vpopmail: the umask's); only ``names`` when given.
+    A user without a Maildir is left out.  Returns (written, unchanged)."""
+    from vpop.errors import TemporaryFailure
+    from vpop.files import UserDir
+    from vpop.privileges import ActingAs
+
+    written = unchanged = 0
+    with ActingAs(domain.uid, domain.gid):
+        for record in store.list_users(domain):
+            if not record.dir or (names is not None and record.name not in names):
+                continue
+            text = f"\t{record.passwd}\n".encode("utf-8", "surrogateescape")
+            try:
+                with UserDir(record.dir + "/Maildir", (domain.uid,), follow=True) as maildir:
+                    if maildir.read(SQWEBMAIL_PASS, 4096) == text:
+                        unchanged += 1
+                        continue
+                    if not dry_run:
+                        def fill(handle, data: bytes = text) -> None:
+                            handle.write(data)
+
+                        maildir.replace(SQWEBMAIL_PASS, fill, None, None, 0o600)
+            except (TemporaryFailure, OSError):
+                continue
+            written += 1
+    return written, unchanged
 
 
 def etc_domain(settings: Settings, target: Store, kind: str, domain: Domain,

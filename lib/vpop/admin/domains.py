@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 
 MAX_PW_DOMAIN = 96
 MAX_PW_DIR = 160
-MAX_PW_QUOTA = 20
 RCPTHOSTS_LIMIT = 50  # count_rcpthosts() >= 50: new names go to morercpthosts
 DIR_MODE = 0o750  # VPOPMAIL_DIR_MODE
 FILE_MODE = 0o600  # vpopmail's umask 077
@@ -773,20 +772,10 @@ def _make_domain_dir(settings: Settings, store, name: str, uid: int, gid: int, b
 
 def _remove_dir(path: str) -> None:
     """``vdelfiles``: the tree, never following a link in it (a link in its place: the link only)."""
-    import shutil
+    from vpop.files import remove_tree
 
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
+    if not remove_tree(path):
         _warn(f"Warning: Could not access ({path})")
-        return
-    try:
-        if stat.S_ISDIR(info.st_mode):
-            shutil.rmtree(path)  # fd-based: never descends through a link
-        else:
-            os.unlink(path)
-    except OSError as exc:
-        raise TemporaryFailure(f"cannot remove {path}: {exc.strerror}") from None
 
 
 def _removable_dir(entry: Entry) -> bool:
@@ -1037,21 +1026,10 @@ def hash_method(settings: Settings) -> str:
 
 
 def postmaster_quota(text: str | None) -> str:
-    """``-q``: vpopmail's ``format_maildirquota`` (K = 1024, M = 1048576); more than 20 characters is
-    ``quota too long``; a quota that sets no limit is refused (vpopmail stored an empty one)."""
-    from vpop.quota import normalize_quota
+    """``-q``: vadduser's quota (:func:`vpop.admin.users.format_quota`), NOQUOTA without one."""
+    from vpop.admin.users import format_quota
 
-    if text is None:
-        return "NOQUOTA"
-    if len(text) > MAX_PW_QUOTA:
-        raise AdminError(f"Error: quota too long (max={MAX_PW_QUOTA})", 256 - 29)
-    if text == "NOQUOTA":
-        return text
-    digits = text.replace(",", "")
-    formatted = normalize_quota(text) if digits and digits[0].isdigit() else ""
-    if not formatted:
-        raise AdminError(f"Error: invalid quota {text!r} (bytes[K|M][B][S][,<count>C] or NOQUOTA)")
-    return formatted
+    return "NOQUOTA" if text is None else format_quota(text)
 
 
 def vadddomain(settings: Settings, name: str, password: str, *, uid: int, gid: int, base_dir: str = "",
@@ -1176,9 +1154,3 @@ def vpopmail_ids() -> "tuple[int, int, str]":
     except KeyError:
         gid = entry.pw_gid
     return entry.pw_uid, gid, entry.pw_dir
-
-
-def load() -> Settings:
-    from vpop.config import load_settings
-
-    return load_settings()

@@ -13,7 +13,7 @@ Refusals are :class:`vpop.admin.cli.AdminError` with vpopmail's text and exit co
 """
 
 import os
-import stat
+from collections.abc import Callable
 
 from vpop import assign
 from vpop.admin.cli import MAX_PW_CLEAR_PASSWD, AdminError
@@ -137,8 +137,9 @@ def format_quota(text: str) -> str:
 
 
 def update_maildirsize(settings: Settings, domain: Domain, record: User) -> None:
-    """vpopmail's ``update_maildirsize``: ``maildirsize`` removed, then (unless NOQUOTA) written from
-    a count of the Maildir; as the domain's uid, through nothing the user planted."""
+    """vpopmail's ``update_maildirsize``: ``maildirsize`` written anew from a count of the Maildir
+    (renamed over the old one: never a moment without it), or removed (NOQUOTA, or a count that
+    deliveries made unsure); as the domain's uid, through nothing the user planted."""
     if not record.dir:
         return
     check_inside(settings, domain, record.dir)
@@ -147,7 +148,10 @@ def update_maildirsize(settings: Settings, domain: Domain, record: User) -> None
 
     maildir = record.dir + "/Maildir"
     with ActingAs(domain.uid, domain.gid):
-        try:
+        wanted = record.shell and record.shell != "NOQUOTA" and os.path.isdir(maildir)
+        if wanted and not quota.recalculate(maildir, record.shell).unsure:
+            return
+        try:  # NOQUOTA, or deliveries busy: none (the next delivery counts again)
             os.unlink(maildir + "/maildirsize")
         except FileNotFoundError:
             pass
@@ -155,8 +159,6 @@ def update_maildirsize(settings: Settings, domain: Domain, record: User) -> None
             from vpop.errors import TemporaryFailure
 
             raise TemporaryFailure(f"cannot remove {maildir}/maildirsize: {exc.strerror}") from None
-        if record.shell and record.shell != "NOQUOTA" and os.path.isdir(maildir):
-            quota.recalculate(maildir, record.shell)
 
 
 def usage_percent(settings: Settings, domain: Domain, record: User) -> str:
@@ -179,28 +181,14 @@ def usage_percent(settings: Settings, domain: Domain, record: User) -> str:
 
 def remove_user_dir(settings: Settings, domain: Domain, user_dir: str) -> None:
     """vpopmail's ``vdelfiles``, as the domain's uid: a link in the tree is removed, never followed."""
-    import shutil
-
-    from vpop.errors import TemporaryFailure
+    from vpop.files import remove_tree
     from vpop.privileges import ActingAs
 
     if not user_dir:
         return
     check_inside(settings, domain, user_dir)
     with ActingAs(domain.uid, domain.gid):
-        try:
-            info = os.lstat(user_dir)
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise TemporaryFailure(f"could not remove {user_dir}: {exc.strerror}") from None
-        try:
-            if stat.S_ISDIR(info.st_mode):
-                shutil.rmtree(user_dir)  # fd-based: never descends through a link
-            else:
-                os.unlink(user_dir)
-        except OSError as exc:
-            raise TemporaryFailure(f"could not remove {user_dir}: {exc.strerror}") from None
+        remove_tree(user_dir)
 
 
 def _undo_user_dir(settings: Settings, store: Store, domain: Domain, user_dir: str, name: str) -> None:
@@ -238,9 +226,10 @@ def create_user(settings: Settings, store: Store, domain: Domain, user: str, pas
                 hash_method: str | None = None, blank_dir: bool = False, now: float | None = None) -> User:
     """vadduser: a new user, or ``Error: User already exists`` with nothing changed.
 
-    Under the store's lock: the check, the directory, the record (with its final quota and
-    hash: one write, where vpopmail wrote NOQUOTA and a random password first), then
-    ``maildirsize`` and ``lastauth``.  A failure of the record removes the directory again.
+    Under the store's lock and :mod:`vpop.admin.unfinished`'s note: the check, the directory,
+    ``maildirsize`` and ``lastauth``, then the record last (with its final quota and hash: one
+    write, where vpopmail wrote NOQUOTA and a random password first); on SQL all of it in one
+    transaction.  A failure (or a kill, finished by the next command) removes the directory again.
     """
     if ":" in gecos:
         raise AdminError("Error: bad character", 256 - 20)
@@ -257,31 +246,50 @@ def create_user(settings: Settings, store: Store, domain: Domain, user: str, pas
     uid, gid = _owner(domain)
     # vpasswd lines carry pw_uid 1 (vauth_adduser_line's USE_POP), SQL rows 0
     pw_uid = 1 if settings.store == "cdb" else 0
+    record = User(user, domain.real, passwd, pw_uid, flags, gecos or user, "", quota, clear)
+    from vpop import clock
+    from vpop.admin import unfinished
+    from vpop.dirs import user_dir_path
+
+    when = int(clock.now() if now is None else now)
+
+    def noted(subdir: str, count: int) -> None:
+        unfinished.note(domain, "add", user, user_dir_path(domain.dir, subdir, user), count)
+
     store.connect_for_updates()
     store.create_tables(domain)
     with store.locked(domain):
+        refuse_existing(settings, store, domain, user)
+        try:
+            with store.transaction():  # SQL: the hashing state, the row and lastauth commit together
+                if not blank_dir:
+                    record.dir = store.make_user_dir(domain, user, uid, gid, noted)
+                    update_maildirsize(settings, domain, record)
+                    if settings.auth_logging:
+                        with store.as_mail_user(domain):
+                            store.set_lastauth(record, domain, NULL_REMOTE_IP, when)
+                # the step that makes the user: the vpasswd rename, or the COMMIT
+                if not store.insert_user(record, domain):  # another vadduser (another host) was first
+                    raise AdminError("Error: User already exists")
+        except BaseException as exc:
+            from vpop.errors import CommitUnanswered
+
+            # the directory goes, the count is given back
+            unfinished.undo(settings, store, domain, unwritten=not isinstance(exc, CommitUnanswered))
+            raise
+        if not blank_dir:
+            unfinished.clear(domain)
+    return record
+
+
+def refuse_existing(settings: Settings, store: Store, domain: Domain, user: str) -> None:
+    """``Error: User already exists``, under the lock, once a note a killed command left is finished."""
+    from vpop.admin import unfinished
+
+    with store.locked(domain):
+        unfinished.finish(settings, store, domain)
         if store.get_user(user, domain) is not None:
             raise AdminError("Error: User already exists")
-        path = "" if blank_dir else store.make_user_dir(domain, user, uid, gid)
-        record = User(user, domain.real, passwd, pw_uid, flags, gecos or user, path, quota, clear)
-        try:
-            added = store.insert_user(record, domain)
-        except BaseException:
-            if path:
-                _undo_user_dir(settings, store, domain, path, user)
-            raise
-        if not added:  # another vadduser (another host, same database) was first
-            if path:
-                _undo_user_dir(settings, store, domain, path, user)
-            raise AdminError("Error: User already exists")
-    if path:
-        update_maildirsize(settings, domain, record)
-        if settings.auth_logging:
-            from vpop import clock
-
-            with store.as_mail_user(domain):
-                store.set_lastauth(record, domain, NULL_REMOTE_IP, int(clock.now() if now is None else now))
-    return record
 
 
 def add_user(settings: Settings, domain: str, user: str, password: str, *, quota: str = "NOQUOTA",
@@ -319,10 +327,14 @@ def get_user(store: Store, domain: Domain, user: str, shown_domain: str) -> User
 
 
 def delete_user(settings: Settings, store: Store, domain: Domain, user: str) -> None:
-    """vdeluser: the record (CDB line, or the SQL rows in one transaction) first, then the hashing
-    state and the directory, as the domain's uid.  A catch-all user is refused (vpopmail too)."""
+    """vdeluser: the record (CDB line, or the SQL rows in one transaction) first, then the directory
+    (as the domain's uid) and the hashing state, under :mod:`vpop.admin.unfinished`'s note.  A
+    catch-all user is refused (vpopmail too)."""
+    from vpop.admin import unfinished
+
     store.connect_for_updates()
     with store.locked(domain):
+        unfinished.finish(settings, store, domain)
         record = store.get_user(user, domain)
         if record is None:
             raise AdminError("Error: User does not exist", 256 - 10)
@@ -330,11 +342,15 @@ def delete_user(settings: Settings, store: Store, domain: Domain, user: str) -> 
             check_inside(settings, domain, record.dir)
         if _is_catchall(domain, user, record):
             raise AdminError("Error: can't delete catchall account", 256 - 55)
+        if record.dir:
+            unfinished.note(domain, "del", user, record.dir, store.allocated_count(domain))
         if not store.delete_user(user, domain):
+            unfinished.clear(domain)
             raise AdminError("Error: User does not exist", 256 - 10)
-    if record.dir:
-        store.release_user_subdir(domain, record.dir, user)
-        remove_user_dir(settings, domain, record.dir)
+        if record.dir:
+            remove_user_dir(settings, domain, record.dir)
+            store.release_user_subdir(domain, record.dir, user)
+            unfinished.clear(domain)
 
 
 def _is_catchall(domain: Domain, user: str, record: User) -> bool:
@@ -374,13 +390,32 @@ def set_password(settings: Settings, store: Store, domain: Domain, user: str, pa
     return record
 
 
-def set_quota(settings: Settings, store: Store, domain: Domain, record: User, quota: str) -> None:
-    """vsetuserquota for one user: the formatted quota stored, then ``maildirsize`` rewritten."""
-    record.shell = quota
+def change_users(settings: Settings, store: Store, domain: Domain, user: str | None,
+                 edit: "Callable[[User], None]", *, quota_changed: bool = False,
+                 missing: AdminError | None = None) -> list[User]:
+    """vmoduser and vsetuserquota: ``edit`` each record (one user, or with ``user`` None every
+    user of the domain), then one write under the lock (one vpasswd + cdb rename, or one
+    transaction: a kill leaves all of them old or all new), then ``maildirsize`` anew when the
+    quota changed.  A missing user raises ``missing``."""
+    store.connect_for_updates()
     with store.locked(domain):
-        if not store.update_user(record, domain):
-            raise AdminError("Error: User does not exist", 256 - 10)
-    update_maildirsize(settings, domain, record)
+        if user is None:
+            records = store.list_users(domain)
+        else:
+            record = store.get_user(user, domain)
+            if record is None:
+                raise missing or AdminError("Error: User does not exist", 256 - 10)
+            records = [record]
+        for record in records:
+            edit(record)
+        if user is None:
+            store.replace_users(domain, records, remove=False)
+        elif not store.update_user(records[0], domain):
+            raise missing or AdminError("Error: User does not exist", 256 - 10)
+    if quota_changed:
+        for record in records:
+            update_maildirsize(settings, domain, record)
+    return records
 
 
 # ------------------------------------------------------------------ vuserinfo
@@ -450,15 +485,3 @@ Differences from vpopmail's tool:
   a usage error exits 2 (vpopmail: 255 or 0); random passwords come from the secrets module;
   a user name with '/', '..', a leading '.', a space or a control character is refused;
   a quota that sets no limit is refused; new hashes follow the password_scheme setting."""
-
-
-def open_store(settings: Settings) -> Store:
-    from vpop.stores import open_store as open_configured
-
-    return open_configured(settings, primary=True)
-
-
-def load() -> Settings:
-    from vpop.config import load_settings
-
-    return load_settings()

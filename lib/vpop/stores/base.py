@@ -7,6 +7,10 @@ A store never prints and never exits: it returns records or raises
 from vpop.assign import Domain
 from vpop.names import ascii_lower
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 # pw_gid flag bits (vpopmail.h)
 NO_PASSWD_CHNG = 0x01
 NO_POP = 0x02
@@ -135,18 +139,27 @@ class Store:
         """Forget relay entries older than ``relay_clear_minutes``; returns how many went."""
         raise NotImplementedError
 
-    def make_user_dir(self, domain: Domain, user: str, uid: int | None, gid: int | None) -> str:
-        """A new user's hashed directory and Maildir (vpopmail's ``make_user_dir``)."""
+    def make_user_dir(self, domain: Domain, user: str, uid: int | None, gid: int | None,
+                      noted: "Callable[[str, int], None] | None" = None) -> str:
+        """A new user's hashed directory and Maildir (vpopmail's ``make_user_dir``); ``noted``: see
+        :func:`vpop.dirs.next_user_subdir`."""
         from vpop import dirs
 
         return dirs.make_user_dir(domain.dir, user, uid, gid,
-                                  allocate=lambda: self.next_user_subdir(domain, uid, gid))
+                                  allocate=lambda: self.next_user_subdir(domain, uid, gid, noted))
 
-    def next_user_subdir(self, domain: Domain, uid: int | None, gid: int | None) -> str:
+    def next_user_subdir(self, domain: Domain, uid: int | None, gid: int | None,
+                         noted: "Callable[[str, int], None] | None" = None) -> str:
         """The hash subdirectory for the domain's next user: ``.dir-control`` in its directory."""
         from vpop import dirs
 
-        return dirs.next_user_subdir(domain.dir, uid, gid)
+        return dirs.next_user_subdir(domain.dir, uid, gid, noted)
+
+    def allocated_count(self, domain: Domain) -> int:
+        """The hashing state's ``cur_users`` (the count :meth:`next_user_subdir` last wrote)."""
+        from vpop import dirs
+
+        return dirs.read_count(domain.dir)
 
     def connect_for_updates(self) -> None:
         """Open what updates need now (an SQL store's update connection), before a switch of ids:
@@ -188,10 +201,29 @@ class Store:
     def close(self) -> None:
         pass
 
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # ------------------------------------------------------------------ admin updates (vadduser ...)
 
     def locked(self, domain: Domain):
-        """Context for a read-check-write of the domain's users (CDB: ``.vpasswd.lock``, re-entrant)."""
+        """Context for a read-check-write of the domain's users: the domain directory's
+        ``.vpasswd.lock``, on every store, re-entrant within this store (a second ``lockf`` of the
+        same file in one process would be released by the first ``close``)."""
+        from vpop.stores.locks import HeldLock
+
+        return HeldLock(self, domain.dir, lambda: self.mend(domain))
+
+    def mend(self, domain: Domain) -> None:
+        """Called when :meth:`locked` is first taken: finish what a killed writer left (CDB)."""
+        return None
+
+    def transaction(self):
+        """Context whose updates happen all or none (SQL: one transaction, committed at its end;
+        the file stores have none: there each write is its own rename)."""
         return _NO_SWITCH
 
     def create_tables(self, domain: Domain) -> None:
@@ -217,6 +249,36 @@ class Store:
     def get_lastauth(self, record: User, domain: Domain) -> tuple[int, str] | None:
         """``(time, ip)`` of the last login (``0.0.0.0``: created, never logged in), None if unknown."""
         return None
+
+    def lastauth_map(self, domain: Domain, records: "list[User]") -> "dict[str, tuple[int, str]]":
+        """``{name: (time, ip)}`` of the records that have a lastauth (vconvert)."""
+        found = {}
+        for record in records:
+            entry = self.get_lastauth(record, domain)
+            if entry is not None:
+                found[record.name] = entry
+        return found
+
+    def set_lastauths(self, domain: Domain, entries: "list[tuple[User, int, str]]") -> int:
+        """Write ``(record, time, ip)`` lastauths as the domain's uid (vconvert); a user whose
+        directory is gone is skipped.  Returns how many were written."""
+        from vpop.errors import TemporaryFailure
+
+        written = 0
+        with self.as_mail_user(domain):
+            for record, when, ip in entries:
+                try:
+                    self.set_lastauth(record, domain, ip, when)
+                except (TemporaryFailure, OSError):
+                    continue
+                written += 1
+        return written
+
+    def set_allocated_count(self, domain: Domain, count: int) -> None:
+        """The hashing state as after the ``count``-th user (vconvert: the count goes with the users)."""
+        from vpop import dirs
+
+        dirs.write_count(domain.dir, count, domain.uid if _is_root() else None, domain.gid)
 
     # ------------------------------------------------------------------ valiases (valias)
     # CDB: vpopmail keeps no valias table; an alias is qmail's ``.qmail-<alias>`` file in the domain
@@ -345,6 +407,10 @@ class Store:
         """Context for a read-change-write of the map: ``etc/.ip_alias_map.lock``."""
         return _EtcLock(self.settings.etc_dir, ".ip_alias_map.lock")
 
+    def ip_map_width(self) -> int | None:
+        """How long an IP the map can hold (None: any)."""
+        return None
+
     def add_ip_map(self, ip: str, domain: str) -> None:
         """Map ``ip`` to ``domain``; a line for the same IP is replaced (one domain per IP)."""
         with self.ip_map_locked():
@@ -423,7 +489,7 @@ def _fields(record: User) -> tuple:
 class Plan:
     """What a :meth:`Store.replace_users` changes: records to add and to rewrite, names to remove."""
 
-    __slots__ = ("added", "changed", "removed", "unchanged")
+    __slots__ = ("added", "changed", "removed", "unchanged", "carried")
 
     def __init__(self, current: list[User], wanted: list[User], remove: bool) -> None:
         have = {record.name: record for record in current}
@@ -433,6 +499,7 @@ class Plan:
                         if record.name in have and _fields(have[record.name]) != _fields(record)]
         self.removed = [name for name in have if name not in names] if remove else []
         self.unchanged = len(wanted) - len(self.added) - len(self.changed)
+        self.carried: tuple[int, int | None] = (0, None)  # lastauths, hashing count (vconvert)
 
     def __bool__(self) -> bool:
         return bool(self.added or self.changed or self.removed)
@@ -479,9 +546,10 @@ def forget_user(domain_dir: str, uid: int | None, gid: int | None) -> None:
         os.close(fd)
 
 
-def release_subdir_file(domain: Domain, user_dir: str, name: str) -> None:
+def release_subdir_file(domain: Domain, user_dir: str, name: str, once: bool = False) -> None:
     """vpopmail's ``backfill``: the hash part of ``user_dir`` (``0/A`` of ``<domain>/0/A/<name>``)
-    appended to ``.dir_control_free``, so that the next new user takes it."""
+    appended to ``.dir_control_free``, so that the next new user takes it (``once``: unless it
+    is listed already)."""
     import os
 
     from vpop.files import lock_file
@@ -494,10 +562,13 @@ def release_subdir_file(domain: Domain, user_dir: str, name: str) -> None:
         return
     uid = domain.uid if _is_root() else None
     fd = lock_file(domain.dir + "/.dir-control.lock", uid, domain.gid)
+    def change(text: str) -> str | None:
+        if once and subdir in (line.strip() for line in text.split("\n")):
+            return None
+        return text + ("" if not text or text.endswith("\n") else "\n") + subdir + "\n"
+
     try:
-        _rewrite_state(domain.dir + "/.dir_control_free",
-                       lambda text: text + ("" if not text or text.endswith("\n") else "\n") + subdir + "\n",
-                       uid, domain.gid)
+        _rewrite_state(domain.dir + "/.dir_control_free", change, uid, domain.gid)
     finally:
         os.close(fd)
 

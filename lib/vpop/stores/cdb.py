@@ -13,6 +13,7 @@ import os
 from vpop.assign import Domain
 from vpop.errors import TemporaryFailure
 from vpop.stores.base import Store, User, to_int
+from vpop.stores.locks import VpasswdLock
 
 TYPE_CHECKING = False  # typing costs import time; the names below are only for annotations
 if TYPE_CHECKING:
@@ -58,53 +59,6 @@ def write_vpasswd(domain_dir: str, lines: list[str], uid: int | None = None, gid
         name, _, rest = line.partition(":")
         pairs.append((encode(name), encode(rest)))
     write_cdb(domain_dir + "/vpasswd.cdb", pairs, uid, gid, 0o600)
-
-
-class VpasswdLock:
-    """``.vpasswd.lock`` in the domain directory, held for a read-modify-write."""
-
-    def __init__(self, domain_dir: str) -> None:
-        self.path = domain_dir + "/.vpasswd.lock"
-        self.fd = -1
-
-    def __enter__(self) -> "VpasswdLock":
-        from vpop.files import lock_file
-
-        owner = None
-        if os.geteuid() == 0:  # as root (vadduser): leave a lock the domain's uid (vdelivermail) can open
-            owner = os.stat(os.path.dirname(self.path))
-        self.fd = lock_file(self.path, owner and owner.st_uid, owner and owner.st_gid)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        os.close(self.fd)
-
-
-class _HeldLock:
-    """One ``VpasswdLock`` per domain directory and store, taken once however deep the nesting."""
-
-    def __init__(self, store: "CdbStore", domain_dir: str) -> None:
-        self.store = store
-        self.domain_dir = domain_dir
-
-    def __enter__(self) -> "_HeldLock":
-        held = self.store.__dict__.setdefault("_held", {})
-        entry = held.get(self.domain_dir)
-        if entry is None:
-            lock = VpasswdLock(self.domain_dir)
-            lock.__enter__()
-            held[self.domain_dir] = [lock, 1]
-        else:
-            entry[1] += 1
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        held = self.store.__dict__["_held"]
-        entry = held[self.domain_dir]
-        entry[1] -= 1
-        if entry[1] == 0:
-            del held[self.domain_dir]
-            entry[0].__exit__()
 
 
 def read_lines(domain_dir: str, directory: "UserDir | None" = None) -> list[str]:
@@ -168,10 +122,20 @@ class CdbStore(Store):
             uid = domain.uid if os.geteuid() == 0 else None
             write_vpasswd(domain.dir, lines, uid, domain.gid)
 
-    def locked(self, domain: Domain) -> "_HeldLock":
-        """``.vpasswd.lock``, re-entrant within this store (a second ``lockf`` of the same file in
-        one process would be released by the first ``close``)."""
-        return _HeldLock(self, domain.dir)
+    def mend(self, domain: Domain) -> None:
+        """A vpasswd.cdb older than vpasswd (a writer killed between the two renames; readers
+        take vpasswd meanwhile) is built again from vpasswd."""
+        try:
+            text = os.stat(domain.dir + "/vpasswd")
+        except FileNotFoundError:
+            return
+        try:
+            fresh = os.stat(domain.dir + "/vpasswd.cdb").st_mtime_ns >= text.st_mtime_ns
+        except FileNotFoundError:
+            fresh = False
+        if not fresh:
+            write_vpasswd(domain.dir, read_lines(domain.dir), domain.uid if os.geteuid() == 0 else None,
+                          domain.gid)
 
     def _rewrite(self, domain: Domain, change) -> bool:
         """Under the lock: ``change(lines)`` edits the vpasswd lines in place (False: no change)."""

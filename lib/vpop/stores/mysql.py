@@ -15,6 +15,8 @@ from vpop.stores.base import Store, User, column_text, to_int
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from vpop.stores.base import Plan
 
 LASTAUTH_TABLE = (
@@ -37,7 +39,8 @@ RELAY_TABLE = (
 )
 VALIAS_TABLE = ("CREATE TABLE IF NOT EXISTS valias (alias char(32) NOT NULL, domain char(96) NOT NULL, "
                 "valias_line text NOT NULL, INDEX (alias, domain))")
-IP_MAP_TABLE = ("CREATE TABLE IF NOT EXISTS ip_alias_map (ip_addr char(18) NOT NULL, domain char(96), "
+# vpopmail's ip_addr is char(18), too narrow for IPv6: a table made here takes any address
+IP_MAP_TABLE = ("CREATE TABLE IF NOT EXISTS ip_alias_map (ip_addr char(45) NOT NULL, domain char(96), "
                 "PRIMARY KEY (ip_addr))")
 LIMITS_COLUMNS = ("maxpopaccounts", "maxaliases", "maxforwards", "maxautoresponders", "maxmailinglists",
                   "diskquota", "maxmsgcount", "defaultquota", "defaultmaxmsgcount", "disable_pop",
@@ -134,11 +137,15 @@ class MysqlStore(Store):
                     clear)
 
     def create_tables(self, domain: Domain) -> None:
-        """The user table (``vpopmail``, or the domain's own table when many_domains is off)."""
+        """The user table (``vpopmail``, or the domain's own table when many_domains is off), and
+        ``dir_control`` and ``lastauth``: made before a :meth:`transaction`, as DDL inside one
+        would commit it half-way."""
         if self.settings.many_domains:
             self.db.execute(user_table_sql("vpopmail", True))
         else:
             self.db.execute(user_table_sql(table_name(domain.real), False))
+        self.db.execute(DIR_CONTROL_TABLE)
+        self.db.execute(LASTAUTH_TABLE)
 
     def insert_user(self, record: User, domain: Domain) -> bool:
         """One ``INSERT IGNORE``: no row is touched when the name is taken (another vadduser won)."""
@@ -284,6 +291,37 @@ class MysqlStore(Store):
             return None
         return to_int(rows[0][0]), column_text(rows[0][1])
 
+    def lastauth_map(self, domain: Domain, records: "list[User]") -> "dict[str, tuple[int, str]]":
+        names = {record.name for record in records}
+        rows = self.db.query("SELECT user, timestamp, remote_ip FROM lastauth WHERE domain = %s",
+                             (domain.real,), primary=True)
+        return {column_text(row[0]): (to_int(row[1]), column_text(row[2])) for row in rows
+                if column_text(row[0]) in names}
+
+    def set_lastauths(self, domain: Domain, entries: "list[tuple[User, int, str]]") -> int:
+        """``REPLACE INTO lastauth`` in batches, one transaction."""
+        from vpop.errors import DatabaseFailure
+
+        values = [(record.name, domain.real, ip, when) for record, when, ip in entries]
+        self.db.execute(LASTAUTH_TABLE)
+        with self.transaction():
+            try:
+                with self.db.writer().cursor() as cursor:
+                    for start in range(0, len(values), 5000):
+                        cursor.executemany("REPLACE INTO lastauth (user, domain, remote_ip, timestamp) "
+                                           "VALUES (%s, %s, %s, %s)", values[start:start + 5000])
+            except self.db._errors() as exc:
+                raise DatabaseFailure(f"database update failed: {self.db._describe(exc)}") from None
+        return len(values)
+
+    def set_allocated_count(self, domain: Domain, count: int) -> None:
+        from vpop import dirs
+
+        levels, indexes, the_dir = dirs.control_state(count)
+        self.db.execute(f"REPLACE INTO dir_control ({DIR_CONTROL_COLUMNS}) VALUES "
+                        "(%s, %s, %s, 3, 0, 0, 0, 61, 61, 61, 0, 2, 4, %s, %s, %s, %s)",
+                        (domain.real, count, levels, *indexes, the_dir), create=DIR_CONTROL_TABLE)
+
     def release_user_subdir(self, domain: Domain, user_dir: str, name: str) -> None:
         """``backfill`` into ``.dir_control_free`` (a file, as vpopmail keeps it for every store);
         ``dec_dir_control`` on the ``dir_control`` row."""
@@ -361,11 +399,14 @@ class MysqlStore(Store):
     def connect_for_updates(self) -> None:
         self.db.writer()
 
-    def next_user_subdir(self, domain: Domain, uid: int | None, gid: int | None) -> str:
+    def next_user_subdir(self, domain: Domain, uid: int | None, gid: int | None,
+                         noted: "Callable[[str, int], None] | None" = None) -> str:
         """vpopmail's ``dir_control`` row for the domain: ``cur_users`` advanced in one statement.
 
         Several front-ends share the table, so the count is taken with ``LAST_INSERT_ID(expr)``
-        (atomic, per connection); freed paths still come from ``.dir_control_free``.
+        (atomic, per connection); freed paths still come from ``.dir_control_free``.  ``noted``
+        is called with the subdirectory and the new count once both are known (inside the
+        caller's :meth:`transaction`, nothing is committed before it returns).
         """
         from vpop import dirs
 
@@ -376,6 +417,8 @@ class MysqlStore(Store):
         # A freed path taken while the count is 0 leaves it at 0, as vpopmail's inc_dir_control.
         advanced = self.db.execute("UPDATE dir_control SET cur_users = LAST_INSERT_ID(cur_users + 1) "
                                    "WHERE domain = %s AND (cur_users > 0 OR %s)", (domain.real, free is None))
+        serial = 0
+        subdir = free
         if advanced:
             serial = int(self.db.query("SELECT LAST_INSERT_ID()", primary=True)[0][0])
             levels, indexes, the_dir = dirs.control_state(serial)
@@ -384,10 +427,20 @@ class MysqlStore(Store):
                             "level_index2 = %s, the_dir = %s WHERE domain = %s AND cur_users = %s",
                             (levels, *indexes, the_dir, domain.real, serial))
             if free is None:
-                return the_dir
-        if free is None:
+                subdir = the_dir
+        if subdir is None:
             raise TemporaryFailure(f"dir_control row for {domain.real} could not be advanced")
-        return free
+        if noted is not None:
+            noted(subdir, serial)
+        return subdir
+
+    def allocated_count(self, domain: Domain) -> int:
+        return self.users_count(domain.real, primary=True)
+
+    def transaction(self):
+        """One transaction on the update connection: committed at the end of the block, rolled back
+        (by us, or by the server when we are killed or it dies) otherwise."""
+        return _Transaction(self.db)
 
     def set_user_dir(self, record: User, domain: Domain, path: str) -> str:
         """``UPDATE ... WHERE pw_dir = ''``; when no row changed, the primary says who won."""
@@ -484,16 +537,35 @@ class MysqlStore(Store):
         return [(column_text(row[0]), column_text(row[1])) for row in rows]
 
     def insert_valias(self, alias: str, domain: Domain, line: str) -> bool:
-        if any(entry == line for _, entry in self.list_valiases(domain, alias)):
-            return False
-        self.db.execute("INSERT INTO valias (alias, domain, valias_line) VALUES (%s, %s, %s)",
-                        (alias, domain.real, line), create=VALIAS_TABLE)
-        return True
+        """The check for the same line and the ``INSERT`` under the server's named lock of this
+        alias (``GET_LOCK``): two valias -i of one line, on any hosts, add it once.  The table
+        has no unique key to lean on (``valias_line`` is TEXT, and an operator's table is theirs)
+        and a locking read would not do at READ COMMITTED, where InnoDB takes no gap locks."""
+        import hashlib
+
+        name = "vpop.valias." + hashlib.md5(f"{alias}@{domain.real}".encode("utf-8", "surrogateescape"),
+                                            usedforsecurity=False).hexdigest()
+        self.db.execute(VALIAS_TABLE)
+        wait = max(self.settings.mysql_query_timeout - 2, 1)  # an answer before the read times out
+        got = self.db.query("SELECT GET_LOCK(%s, %s)", (name, wait), primary=True)
+        if not got or got[0][0] != 1:
+            raise TemporaryFailure(f"valias {alias}@{domain.real} is locked by another valias")
+        try:
+            # compared as bytes: the column's ci collation would fold case and trailing spaces
+            taken = self.db.query("SELECT 1 FROM valias WHERE alias = %s AND domain = %s "
+                                  "AND CAST(valias_line AS BINARY) = CAST(%s AS BINARY) LIMIT 1",
+                                  (alias, domain.real, line), primary=True)
+            if taken:
+                return False
+            self.db.execute("INSERT INTO valias (alias, domain, valias_line) VALUES (%s, %s, %s)",
+                            (alias, domain.real, line))
+            return True
+        finally:
+            self.db.query("SELECT RELEASE_LOCK(%s)", (name,), primary=True)
 
     def delete_valias(self, alias: str, domain: Domain) -> int:
-        if not self.list_valiases(domain, alias):
-            return 0
-        return self.db.execute("DELETE FROM valias WHERE alias = %s AND domain = %s", (alias, domain.real))
+        return self.db.execute("DELETE FROM valias WHERE alias = %s AND domain = %s", (alias, domain.real),
+                               create=VALIAS_TABLE)
 
     def remove_valias_line(self, alias: str, domain: Domain, line: str) -> bool:
         """vmysql's ``valias_remove``: the one row of the alias with that line."""
@@ -503,6 +575,13 @@ class MysqlStore(Store):
     def ip_map(self) -> list[tuple[str, str]]:
         rows = self.db.query("SELECT ip_addr, domain FROM ip_alias_map ORDER BY ip_addr", primary=True)
         return [(column_text(row[0]), column_text(row[1])) for row in rows]
+
+    def ip_map_width(self) -> int | None:
+        """The width of ``ip_alias_map.ip_addr`` (None: no table yet, it will be made wide)."""
+        rows = self.db.query("SELECT CHARACTER_MAXIMUM_LENGTH FROM information_schema.COLUMNS "
+                             "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'ip_alias_map' "
+                             "AND COLUMN_NAME = 'ip_addr'", primary=True)
+        return to_int(rows[0][0]) if rows else None
 
     def add_ip_map(self, ip: str, domain: str) -> None:
         """vmysql's ``REPLACE INTO`` (the IP is the key: one domain per IP)."""
@@ -535,3 +614,43 @@ class MysqlStore(Store):
 
     def close(self) -> None:
         self.db.close()
+
+
+class _Transaction:
+    """``BEGIN`` ... ``COMMIT`` on the update connection (nesting: only the outermost counts)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.outer = False
+
+    def __enter__(self) -> "_Transaction":
+        from vpop.errors import DatabaseFailure
+
+        conn = self.db.writer()
+        self.outer = not getattr(conn, "_vpop_in_transaction", False)
+        if self.outer:
+            try:
+                conn.begin()
+            except self.db._errors() as exc:
+                raise DatabaseFailure(f"database update failed: {self.db._describe(exc)}") from None
+            conn._vpop_in_transaction = True
+        return self
+
+    def __exit__(self, kind: object, *exc: object) -> None:
+        from vpop.errors import CommitUnanswered
+
+        if not self.outer:
+            return
+        conn = self.db.writer()
+        conn._vpop_in_transaction = False
+        errors = self.db._errors()
+        if kind is None:
+            try:
+                conn.commit()
+            except errors as exc:
+                raise CommitUnanswered(f"database update failed: {self.db._describe(exc)}") from None
+        else:
+            try:
+                conn.rollback()
+            except errors:
+                pass

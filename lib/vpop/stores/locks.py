@@ -1,0 +1,59 @@
+"""The domain directory's lock, ``.vpasswd.lock`` (vpopmail's name): every admin change of a
+domain's users runs under it, on every store (CDB: it guards vpasswd + vpasswd.cdb; SQL: the
+directories, the hashing state and :mod:`vpop.admin.unfinished`'s note)."""
+
+import os
+
+
+class VpasswdLock:
+    """``.vpasswd.lock`` in the domain directory, held for a read-modify-write."""
+
+    def __init__(self, domain_dir: str) -> None:
+        self.path = domain_dir + "/.vpasswd.lock"
+        self.fd = -1
+
+    def __enter__(self) -> "VpasswdLock":
+        from vpop.files import lock_file
+
+        owner = None
+        if os.geteuid() == 0:  # as root (vadduser): leave a lock the domain's uid (vdelivermail) can open
+            owner = os.stat(os.path.dirname(self.path))
+        self.fd = lock_file(self.path, owner and owner.st_uid, owner and owner.st_gid)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        os.close(self.fd)
+
+
+class HeldLock:
+    """One ``VpasswdLock`` per domain directory and store, taken once however deep the nesting."""
+
+    def __init__(self, store: object, domain_dir: str, taken=None) -> None:
+        self.store = store
+        self.domain_dir = domain_dir
+        self.taken = taken  # called once the lock is first taken (CDB: a lagging cdb is rebuilt)
+
+    def __enter__(self) -> "HeldLock":
+        held = self.store.__dict__.setdefault("_held", {})
+        entry = held.get(self.domain_dir)
+        if entry is None:
+            lock = VpasswdLock(self.domain_dir)
+            lock.__enter__()
+            held[self.domain_dir] = [lock, 1]
+            if self.taken is not None:
+                try:
+                    self.taken()
+                except BaseException:
+                    self.__exit__()
+                    raise
+        else:
+            entry[1] += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        held = self.store.__dict__["_held"]
+        entry = held[self.domain_dir]
+        entry[1] -= 1
+        if entry[1] == 0:
+            del held[self.domain_dir]
+            entry[0].__exit__()
