@@ -143,7 +143,6 @@ def measure_rehash(runs: int) -> None:
            statistics.median(floor), None)
 
 
-FLOOR_S_ARGV = [PYTHON, "-I", "-S", "-c", "pass"]  # the admin budgets' floor
 
 
 def measure_admin(runs: int, store: str, mysql: dict | None = None, sizes=(1_000, 100_000)) -> None:
@@ -176,7 +175,7 @@ def measure_admin(runs: int, store: str, mysql: dict | None = None, sizes=(1_000
         count = max(3, min(runs, 9))
         added, info, floor = [], [], []
         for i in range(count):
-            floor.append(spawn_time(FLOOR_S_ARGV, FLOOR_ENV))
+            floor.append(spawn_time(FLOOR_ARGV, FLOOR_ENV))
             added.append(spawn_time([f"{VENV_BIN}/vadduser", f"new{size}x{i}@example.com", "secret"], env))
             info.append(spawn_time([f"{VENV_BIN}/vuserinfo", f"new{size}x{i}@example.com"], env))
         base_floor = statistics.median(floor)

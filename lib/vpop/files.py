@@ -27,39 +27,45 @@ def fill_cdb(fileobj: "BinaryIO", pairs: "Iterable[tuple[bytes, bytes]]") -> Non
     ``cdb_make`` tests the record position, which is never 0.
     """
     import struct
+    import sys
+    from array import array
 
     from cdblib import djb_hash
 
-    pair = struct.Struct("<LL")
-    records = bytearray()
+    header = struct.Struct("<LL").pack
+    parts: list[bytes] = []
     tables: list[list[tuple[int, int]]] = [[] for _ in range(256)]
+    position = 2048
     for key, data in pairs:
         digest = djb_hash(key) & 0xFFFFFFFF
-        tables[digest & 0xFF].append((digest, 2048 + len(records)))
-        records += pair.pack(len(key), len(data))
-        records += key
-        records += data
-    index = bytearray()
-    slots_out = bytearray()
-    position = 2048 + len(records)
+        tables[digest & 0xFF].append((digest, position))
+        parts += (header(len(key), len(data)), key, data)
+        position += 8 + len(key) + len(data)
+    index = array("I")
+    slots_out = array("I")
     for table in tables:
         size = 2 * len(table)
-        slots: list[tuple[int, int]] = [(0, 0)] * size
-        taken = [False] * size
-        for entry in table:
-            where = (entry[0] >> 8) % size
-            while taken[where]:
+        index += array("I", (position + 4 * len(slots_out), size))
+        hashes = [0] * size
+        places = [0] * size
+        for digest, where_record in table:
+            where = (digest >> 8) % size
+            while places[where]:  # a record's position is never 0: 0 is a free slot
                 where = (where + 1) % size
-            slots[where] = entry
-            taken[where] = True
-        index += pair.pack(position + len(slots_out), size)
-        for slot in slots:
-            slots_out += pair.pack(*slot)
-    if len(index) + len(records) + len(slots_out) >= 1 << 32:
+            hashes[where] = digest
+            places[where] = where_record
+        interleaved = [0] * (2 * size)
+        interleaved[0::2] = hashes
+        interleaved[1::2] = places
+        slots_out += array("I", interleaved)
+    if position + 4 * len(slots_out) >= 1 << 32:
         raise ValueError("a cdb cannot be 4 GiB or more")
-    fileobj.write(bytes(index))
-    fileobj.write(records)
-    fileobj.write(slots_out)
+    if sys.byteorder == "big":
+        index.byteswap()
+        slots_out.byteswap()
+    fileobj.write(index.tobytes())
+    fileobj.write(b"".join(parts))
+    fileobj.write(slots_out.tobytes())
 
 
 def replace_file(

@@ -49,15 +49,10 @@ def write_vpasswd(domain_dir: str, lines: list[str], uid: int | None = None, gid
     """
     from vpop.files import replace_file, write_cdb
 
-    def encode(text: str) -> bytes:
-        return text.encode("utf-8", "surrogateescape")
-
-    replace_file(domain_dir + "/vpasswd", lambda f: f.write(encode("".join(line + "\n" for line in lines))),
-                 uid, gid, 0o600)
-    pairs = []
-    for line in lines:
-        name, _, rest = line.partition(":")
-        pairs.append((encode(name), encode(rest)))
+    text = "".join(line + "\n" for line in lines).encode("utf-8", "surrogateescape")
+    replace_file(domain_dir + "/vpasswd", lambda f: f.write(text), uid, gid, 0o600)
+    # one encode for the whole file, then the keys and values cut out of it (a line holds no \n)
+    pairs = [line.partition(b":")[::2] for line in text.split(b"\n")[:-1]]
     write_cdb(domain_dir + "/vpasswd.cdb", pairs, uid, gid, 0o600)
 
 
