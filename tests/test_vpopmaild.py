@@ -630,3 +630,42 @@ def test_a_database_that_is_down_is_a_temporary_failure(mysql_db: dict[str, Any]
             assert client.call("help")[0] == "+OK+"  # not failed logins: the fourth line is still answered
             assert client.line() == "-ERR 2.102 Too many actions before login"
         assert any(line.startswith("vpopmaild: ") and "database" in line for line in tree.syslog_lines())
+
+
+# ------------------------------------------------------------------ what a domain admin may see and do
+
+
+def users_listed(client: Any, domain: str) -> dict[str, dict[str, str]]:
+    """``list_users domain`` as {name: {field: value}} (each user's lines end with an empty line)."""
+    status, lines = client.call(f"list_users {domain}")
+    assert status == "+OK+"
+    users, current = {}, {}
+    for line in lines:
+        if line == "":
+            users[current["name"]] = current
+            current = {}
+        else:
+            key, _, value = line.partition(" ")
+            current[key] = value
+    return users
+
+
+def test_a_domain_admin_never_reads_a_system_admins_password(site: Tree, daemon: Daemon) -> None:
+    boss = stored(site, "boss")
+    for admin, password in (("postmaster@example.com", "pm-secret"), ("qa@example.com", "qa-secret")):
+        with daemon.client() as client:
+            assert client.slogin(admin, password) == "+OK "
+            assert client.command("user_info boss@example.com") == "-ERR 9.606 Not Authorized"
+            listed = users_listed(client, "example.com")
+            assert listed["boss"]["encrypted_password"] == "" and listed["boss"]["clear_text_password"] == ""
+            assert listed["bob"]["clear_text_password"] == "bob-secret"  # their users' they may
+            assert client.info("user_info bob@example.com")["clear_text_password"] == "bob-secret"
+    with daemon.client() as client:
+        assert client.slogin("boss@example.com", "boss-secret") == "+OK "
+        listed = users_listed(client, "example.com")
+        assert listed["boss"]["encrypted_password"] == boss["passwd"]
+        assert client.info("user_info boss@example.com")["clear_text_password"] == "boss-secret"
+    lines = site.syslog_lines()
+    assert ("vpopmaild: user_info boss@example.com refused (9.606 Not Authorized): the account is a "
+            "system admin's by postmaster@example.com:127.0.0.1") in lines
+    assert_no_password_logged(site, lines)

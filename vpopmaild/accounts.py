@@ -121,6 +121,7 @@ def slogin(session: Session, words: wire.Words) -> list[str]:
 
 def user_info(session: Session, words: wire.Words) -> list[str]:
     _domain, record = arguments.account(session, words, (602, 603, 604, 605), users_own=False)
+    arguments.not_a_system_admin(session, record, 606)
     return [wire.OK_MORE, *user_info_lines(record, session.output != FULL), wire.END]
 
 
@@ -272,6 +273,8 @@ def list_users(session: Session, words: wire.Words) -> list[str]:
     span = arguments.page(words)
     lines = [wire.OK_MORE]
     for record in arguments.paged(session.store.list_users(found), span):
+        if session.level < SYSTEM_ADMIN and record.gid & SA_ADMIN:
+            record.passwd = record.clear = ""  # a system admin's password is not a domain admin's to read
         lines += user_info_lines(record, session.output != FULL) + [""]
     return lines + [wire.END]
 
