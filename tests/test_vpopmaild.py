@@ -669,3 +669,30 @@ def test_a_domain_admin_never_reads_a_system_admins_password(site: Tree, daemon:
     assert ("vpopmaild: user_info boss@example.com refused (9.606 Not Authorized): the account is a "
             "system admin's by postmaster@example.com:127.0.0.1") in lines
     assert_no_password_logged(site, lines)
+
+
+def alias_lines(tree: Tree, alias: str, domain: str = "example.com") -> list[str]:
+    """An alias's lines as the store holds them: the ``.qmail-<alias>`` file or the valias rows."""
+    if tree.kind == "cdb":
+        path = tree.domain_dir(domain) / f".qmail-{alias}"
+        return path.read_text().splitlines() if path.exists() else []
+    rows = mysql_rows(tree.db, "SELECT valias_line FROM valias WHERE alias = %s AND domain = %s "
+                               "ORDER BY valias_line", (alias, domain))
+    return [row[0] for row in rows]
+
+
+def test_a_domain_admin_cannot_alias_an_account_away(site: Tree, daemon: Daemon) -> None:
+    with daemon.client() as client:
+        assert client.slogin("postmaster@example.com", "pm-secret") == "+OK "
+        for name in ("boss@example.com", "Boss@EXAMPLE.COM", "bob@example.com"):
+            assert client.command(f"add_alias {name} me@evil.example") == "-ERR 9.909 Not Authorized"
+        assert client.command("add_alias sales@example.com me@evil.example") == "+OK "  # no account
+    assert alias_lines(site, "boss") == [] and alias_lines(site, "bob") == []
+    assert alias_lines(site, "sales") == ["me@evil.example"]
+    assert logs_in(site, "boss@example.com", "boss-secret")
+    assert ("vpopmaild: add_alias boss@example.com refused (9.909 Not Authorized): an account has that "
+            "name by postmaster@example.com:127.0.0.1") in site.syslog_lines()
+    with daemon.client() as client:  # a system admin may (a forward of an account they decide on)
+        assert client.slogin("boss@example.com", "boss-secret") == "+OK "
+        assert client.command("add_alias bob@example.com bob@other.org") == "+OK "
+    assert alias_lines(site, "bob") == ["bob@other.org"]
