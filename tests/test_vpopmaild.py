@@ -151,6 +151,18 @@ def test_domain_limits_disable_password_changing_too(site: Tree, daemon: Daemon)
         assert admin.block("set_limits example.com", ["disable_password_changing 1"]) == ("+OK ", "+OK ")
     assert roundcube(daemon, "bob@example.com", "bob-secret", "new-secret 1") == 2
     assert logs_in(site, "bob@example.com", "bob-secret")
+    # an admin's own account too: postmaster and QA_ADMIN (domain admins), boss (a system admin)
+    for user, password in (("postmaster", "pm-secret"), ("qa", "qa-secret"), ("boss", "boss-secret")):
+        before = stored(site, user)
+        assert roundcube(daemon, f"{user}@example.com", password, "new-secret 1") == 2, user
+        assert stored(site, user) == before
+        assert logs_in(site, f"{user}@example.com", password)
+    assert ("vpopmaild: mod_user postmaster@example.com refused (40.506 Password change not allowed): "
+            "NO_PASSWD_CHNG is set by postmaster@example.com:127.0.0.1") in site.syslog_lines()
+    with daemon.client() as admin:  # their admins may still set a user's password
+        assert admin.slogin("postmaster@example.com", "pm-secret") == "+OK "
+        assert admin.block("mod_user bob@example.com", ["clear_text_password new-secret 1"]) == ("+OK ", "+OK ")
+    assert logs_in(site, "bob@example.com", "new-secret 1")
 
 
 # ------------------------------------------------------------------ logins
@@ -548,8 +560,7 @@ def test_mod_user_rules(site: Tree, daemon: Daemon) -> None:
         assert client.block("mod_user carol@example.com", ["clear_text_password new-secret 1"]) == \
             ("+OK ", "+OK ")  # NO_PASSWD_CHNG binds carol, not her admins
         assert client.block("mod_user boss@example.com", ["no_password_change 1"]) == ("+OK ", "+OK ")
-        assert client.block("mod_user boss@example.com", ["clear_text_password new-secret 1"]) == \
-            ("+OK ", "-ERR 40.507 Password change not allowed")
+        assert client.command("mod_user boss@example.com") == "-ERR 40.506 Password change not allowed"
     assert logs_in(site, "dave@other.org", "other-secret")
     assert logs_in(site, "carol@example.com", "new-secret 1")
     assert_no_password_logged(site, site.syslog_lines())

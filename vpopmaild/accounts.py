@@ -3,9 +3,9 @@ lastauth and sizes.
 
 ``mod_user``: the checks, ``+OK `` at once, ``param value`` lines up to ``.``, then the answer;
 the change is made after the ``.``, whole or not at all (:func:`vpop.admin.changes.modify_user`).
-Where vpopmail allowed more than it meant: a user under NO_PASSWD_CHNG is refused at
-``mod_user`` itself (the one line Roundcube reads; vpopmail answered ``+OK`` and ignored the
-password); ``encrypted_password``, SA_ADMIN, SA_EXPERT and V_OVERRIDE are for system admins;
+Where vpopmail allowed more than it meant: a ``mod_user`` of one's own account under
+NO_PASSWD_CHNG is refused at ``mod_user`` itself, at every level (the one line Roundcube reads;
+vpopmail answered ``+OK`` and ignored the password); ``encrypted_password``, SA_ADMIN, SA_EXPERT and V_OVERRIDE are for system admins;
 a domain admin cannot change or delete a system admin's account; a line that changes nothing is
 allowed whoever sends it (Net_Vpopmaild sends every flag at its current value); an unknown
 parameter or a bad value refuses the whole change (vpopmail skipped it).
@@ -160,10 +160,10 @@ def mod_user(session: Session, words: wire.Words) -> list[str]:
         found, record = arguments.account(session, words, (501, 502, denied, 505), users_own=True)
         arguments.not_a_system_admin(session, record, 508)
         own = found.real == session.domain.real and record.name == session.user
-        if session.level == USER and effective_user_flags(session.settings, session.store, found,
-                                                          record.gid) & NO_PASSWD_CHNG:
-            # A user can change nothing but their password and preferences; Roundcube reads only
-            # this first answer, so a refusal must come now (vpopmail answered +OK and ignored it).
+        if own and effective_user_flags(session.settings, session.store, found, record.gid) & NO_PASSWD_CHNG:
+            # Roundcube changes the password of whoever logged in (a postmaster or a system admin
+            # too) and reads only this first answer, so a refusal must come now (vpopmail answered
+            # +OK, ignored the password and Roundcube reported success).
             raise wire.Refusal(wire.PASSWD_CHNG_REFUSED, 506, reason="NO_PASSWD_CHNG is set")
     except wire.Refusal:
         session.draining = True
