@@ -707,3 +707,32 @@ def test_a_domain_admin_cannot_alias_an_account_away(site: Tree, daemon: Daemon)
         assert client.slogin("boss@example.com", "boss-secret") == "+OK "
         assert client.command("add_alias bob@example.com bob@other.org") == "+OK "
     assert alias_lines(site, "bob") == ["bob@other.org"]
+
+
+def test_admin_commands_read_the_update_server(mysql_db: dict[str, Any], dead_mysql: dict[str, Any]) -> None:
+    """The read line of the credentials names a live server, the update line one that is down:
+    logins (which read the replica, as vchkpw) succeed, every admin command reads the update
+    server and fails as temporary; the lines of a mod_user sent without waiting are dropped."""
+    load_schema(mysql_db)
+    with Tree(store="mysql", mysql_connect_timeout=1) as tree:
+        tree.keep_draining()
+        tree.write_mysql_credentials(mysql_db)
+        tree.add_domain("example.com")
+        tree.add_user("example.com", "postmaster", "pm-secret")
+        tree.add_user("example.com", "bob", "bob-secret")
+        tree.write_mysql_credentials(mysql_db, dead_mysql)
+        with Daemon(tree.env()) as daemon:
+            with daemon.client() as client:
+                assert client.slogin("postmaster@example.com", "pm-secret") == "+OK "
+                assert client.command("user_info bob@example.com") == \
+                    "-ERR 42.605 Temporary failure, try again later"
+                client.send("mod_user bob@example.com", "clear_text_password new-secret 1", ".", "quit")
+                assert client.line() == "-ERR 42.507 Temporary failure, try again later"
+                assert client.line() == "+OK "  # quit's: nothing for the dropped lines
+                assert client.closed()
+            with daemon.client() as client:  # Roundcube's own driver: a failure, never a success
+                assert client.slogin("bob@example.com", "bob-secret") == "+OK "
+            assert roundcube(daemon, "bob@example.com", "bob-secret", "new-secret 1") == 2
+        lines = tree.syslog_lines()
+        assert not any("Invalid Command" in line for line in lines)
+        assert_no_password_logged(tree, lines)

@@ -165,7 +165,9 @@ def mod_user(session: Session, words: wire.Words) -> list[str]:
             # too) and reads only this first answer, so a refusal must come now (vpopmail answered
             # +OK, ignored the password and Roundcube reported success).
             raise wire.Refusal(wire.PASSWD_CHNG_REFUSED, 506, reason="NO_PASSWD_CHNG is set")
-    except wire.Refusal:
+    except BaseException:
+        # whatever failed before the ack (a refusal, a database that is down): the parameter
+        # lines a client sent without waiting must not be taken for commands
         session.draining = True
         raise
     session.connection.send([wire.OK])

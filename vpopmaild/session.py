@@ -58,7 +58,9 @@ class Session:
         if self._store is None:
             from vpop.stores import open_store
 
-            self._store = open_store(self.settings)
+            # every read on the update server: what an admin acts on must not lag behind
+            # (see shared/reference/replication.md; the logins read the replica, as vchkpw)
+            self._store = open_store(self.settings, primary=True)
         return self._store
 
     def who(self) -> str:
