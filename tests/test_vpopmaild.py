@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from helpers import REPO_ROOT, VPOPMAIL_GID, VPOPMAIL_UID, fd3_payload
+from helpers import REPO_ROOT, VPOPMAIL_GID, VPOPMAIL_UID, fd3_payload, program
 from tree import Tree, load_schema, mysql_rows, snapshot
 from vpopmaild_client import Daemon
 
@@ -161,7 +161,8 @@ def test_domain_limits_disable_password_changing_too(site: Tree, daemon: Daemon)
             "NO_PASSWD_CHNG is set by postmaster@example.com:127.0.0.1") in site.syslog_lines()
     with daemon.client() as admin:  # their admins may still set a user's password
         assert admin.slogin("postmaster@example.com", "pm-secret") == "+OK "
-        assert admin.block("mod_user bob@example.com", ["clear_text_password new-secret 1"]) == ("+OK ", "+OK ")
+        new_password = ["clear_text_password new-secret 1"]
+        assert admin.block("mod_user bob@example.com", new_password) == ("+OK ", "+OK ")
     assert logs_in(site, "bob@example.com", "new-secret 1")
 
 
@@ -736,3 +737,22 @@ def test_admin_commands_read_the_update_server(mysql_db: dict[str, Any], dead_my
         lines = tree.syslog_lines()
         assert not any("Invalid Command" in line for line in lines)
         assert_no_password_logged(tree, lines)
+
+
+def test_passwords_and_comments_the_vpasswd_line_cannot_hold_are_refused(site: Tree, daemon: Daemon) -> None:
+    """':' splits a vpasswd line, a control character a protocol line: refused on every store,
+    by vpopmaild and by the admin commands alike (one check)."""
+    before = stored(site, "bob")
+    with daemon.client() as client:
+        assert client.slogin("postmaster@example.com", "pm-secret") == "+OK "
+        for line in ("clear_text_password new:secret", b"clear_text_password new\0secret",
+                     "comment Bob:x", b"comment Bob\x01"):
+            assert client.block("mod_user bob@example.com", [line]) == ("+OK ", "-ERR 0.507 bad character")
+        assert client.command("add_user frank@example.com frank:secret") == "-ERR 0.305 bad character"
+    assert stored(site, "bob") == before and stored(site, "frank") is None
+    for argv in (["vpasswd", "bob@example.com", "new:secret"], ["vadduser", "frank@example.com", "a:b"],
+                 ["vadduser", "-c", "Frank\x01", "frank@example.com", "frank-secret"]):
+        done = site.run([program(argv[0]), *argv[1:]])
+        assert (done.returncode, (done.stdout + done.stderr).strip()) == (236, b"Error: bad character"), argv
+    assert stored(site, "bob") == before and stored(site, "frank") is None
+    assert logs_in(site, "bob@example.com", "bob-secret")

@@ -5,8 +5,9 @@ lastauth and sizes.
 the change is made after the ``.``, whole or not at all (:func:`vpop.admin.changes.modify_user`).
 Where vpopmail allowed more than it meant: a ``mod_user`` of one's own account under
 NO_PASSWD_CHNG is refused at ``mod_user`` itself, at every level (the one line Roundcube reads;
-vpopmail answered ``+OK`` and ignored the password); ``encrypted_password``, SA_ADMIN, SA_EXPERT and V_OVERRIDE are for system admins;
-a domain admin cannot change or delete a system admin's account; a line that changes nothing is
+vpopmail answered ``+OK`` and ignored the password); ``encrypted_password``, SA_ADMIN,
+SA_EXPERT and V_OVERRIDE are for system admins; a domain admin cannot read, change or delete a
+system admin's account; a line that changes nothing is
 allowed whoever sends it (Net_Vpopmaild sends every flag at its current value); an unknown
 parameter or a bad value refuses the whole change (vpopmail skipped it).
 """
@@ -189,9 +190,9 @@ def mod_user(session: Session, words: wire.Words) -> list[str]:
 
 def _user_change(lines: "list[bytes]"):
     """The ``param value`` lines of a mod_user as a :class:`vpop.admin.changes.UserChange`."""
-    from vpop.admin.changes import UserChange, check_crypted, check_gecos
+    from vpop.admin.changes import UserChange, check_crypted
     from vpop.admin.cli import AdminError
-    from vpop.admin.users import format_quota
+    from vpop.admin.users import check_gecos, format_quota
 
     change = UserChange()
     names: list[str] = []

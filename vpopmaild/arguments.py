@@ -104,7 +104,7 @@ def not_a_system_admin(session: Session, record, minor: int) -> None:
 
 
 def new_password(raw: "bytes | None", minor: int) -> str:
-    from vpop.admin.changes import check_password
+    from vpop.admin.users import check_password
 
     if raw is None:
         raise wire.Refusal(wire.PASSWORD_REQD, minor)

@@ -8,41 +8,19 @@ effective flags and may refuse (an :class:`~vpop.admin.cli.AdminError`), then th
 written once and, when the quota changed, ``maildirsize`` is rewritten.  A refused or failed
 change writes nothing.
 
-The checks of the values themselves (:func:`check_gecos`, :func:`check_crypted`,
-:func:`check_password`) raise vpopmail's texts, so that a protocol can refuse a bad line before
-anything is read from the store.
+The checks of the values themselves (:func:`check_crypted` here, ``check_gecos`` and
+``check_password`` in :mod:`vpop.admin.users`) raise vpopmail's texts, so that a protocol can
+refuse a bad line before anything is read from the store.
 """
 
 import copy
 
-from vpop.admin.cli import MAX_PW_CLEAR_PASSWD, AdminError
+from vpop.admin.cli import AdminError
 from vpop.assign import Domain
 from vpop.config import Settings
 from vpop.stores.base import Store, User
 
 MAX_PW_PASSWD = 128  # pw_passwd char(128)
-
-
-def check_gecos(text: str) -> str:
-    """A comment the vpasswd line and the row can hold (vpopmail: ``bad character``, ``gecos too long``)."""
-    from vpop.admin.users import MAX_PW_GECOS
-
-    if ":" in text or any(ord(c) < 32 or c == "\x7f" for c in text):
-        raise AdminError("Error: bad character", 256 - 20)
-    if len(text) > MAX_PW_GECOS:
-        raise AdminError(f"Error: gecos too long (max={MAX_PW_GECOS})", 256 - 28)
-    return text
-
-
-def check_password(text: str) -> str:
-    """A new clear-text password: not empty, at most 128 characters, no NUL or line break."""
-    if not text:
-        raise AdminError("Error: No password entered")
-    if len(text) > MAX_PW_CLEAR_PASSWD:
-        raise AdminError(f"Error: password too long (max={MAX_PW_CLEAR_PASSWD})", 256 - 27)
-    if any(c in text for c in "\0\r\n"):
-        raise AdminError("Error: bad character", 256 - 20)
-    return text
 
 
 def check_crypted(text: str) -> str:

@@ -63,7 +63,37 @@ LIMIT_TEXTS = (
 )
 
 
-# ------------------------------------------------------------------ passwords
+# ------------------------------------------------------------------ passwords and comments
+
+BAD_CHARACTER = "Error: bad character"
+
+
+def check_gecos(text: str) -> str:
+    """A comment the vpasswd line and the row can hold: no ``:`` (it splits the vpasswd line)
+    and no control character, at most 64 characters (vpopmail: ``bad character``, ``gecos too long``)."""
+    if ":" in text or any(ord(c) < 32 or c == "\x7f" for c in text):
+        raise AdminError(BAD_CHARACTER, 256 - 20)
+    if len(text) > MAX_PW_GECOS:
+        raise AdminError(f"Error: gecos too long (max={MAX_PW_GECOS})", 256 - 28)
+    return text
+
+
+def check_password_text(text: str) -> str:
+    """A new clear-text password the store can hold, on every store alike: at most 128
+    characters, no ``:`` (it would split the vpasswd line and its clear field), NUL, CR or LF."""
+    if len(text) > MAX_PW_CLEAR_PASSWD:
+        raise AdminError(f"Error: password too long (max={MAX_PW_CLEAR_PASSWD})", 256 - 27)
+    if any(c in text for c in ":\0\r\n"):
+        raise AdminError(BAD_CHARACTER, 256 - 20)
+    return text
+
+
+def check_password(text: str) -> str:
+    """:func:`check_password_text`, and not empty."""
+    if not text:
+        raise AdminError("Error: No password entered")
+    return check_password_text(text)
+
 
 
 def new_password_hash(settings: Settings, password: str, method: str | None = None) -> str:
@@ -231,12 +261,9 @@ def create_user(settings: Settings, store: Store, domain: Domain, user: str, pas
     write, where vpopmail wrote NOQUOTA and a random password first); on SQL all of it in one
     transaction.  A failure (or a kill, finished by the next command) removes the directory again.
     """
-    if ":" in gecos:
-        raise AdminError("Error: bad character", 256 - 20)
-    if len(gecos) > MAX_PW_GECOS:
-        raise AdminError("Error: gecos too long (max=64)", 256 - 28)
-    if len(password) > MAX_PW_CLEAR_PASSWD:
-        raise AdminError("Error: password too long (max=128)", 256 - 27)
+    check_gecos(gecos)
+    if crypted is None:
+        check_password_text(password)
     quota = format_quota(quota) if quota is not None else domain_default_quota(settings, store, domain)
     if crypted is not None:
         passwd, clear = crypted, ""
@@ -370,8 +397,7 @@ def _is_catchall(domain: Domain, user: str, record: User) -> bool:
 def set_password(settings: Settings, store: Store, domain: Domain, user: str, password: str, *,
                  shown_domain: str) -> User:
     """vpasswd: a new hash (``password_scheme``) and, with clear passwords, the clear text."""
-    if len(password) > MAX_PW_CLEAR_PASSWD:
-        raise AdminError("Error: password too long (max=128)", 256 - 27)
+    check_password_text(password)
     store.connect_for_updates()
     with store.locked(domain):
         record = store.get_user(user, domain)
