@@ -756,3 +756,20 @@ def test_passwords_and_comments_the_vpasswd_line_cannot_hold_are_refused(site: T
         assert (done.returncode, (done.stdout + done.stderr).strip()) == (236, b"Error: bad character"), argv
     assert stored(site, "bob") == before and stored(site, "frank") is None
     assert logs_in(site, "bob@example.com", "bob-secret")
+
+
+def test_no_password_is_logged_at_logging_p(site: Tree) -> None:
+    """``logging = p`` makes vchkpw log wrong passwords, as vpopmail; vpopmaild never does."""
+    site.write_settings(logging="p")
+    with Daemon(site.env()) as daemon:
+        with daemon.client() as client:
+            assert client.slogin("bob@example.com", "other-secret") == "-ERR 8.207 Invalid Login"
+            assert client.slogin("bob@example.com", "bob-secret") == "+OK "
+            assert client.block("mod_user bob@example.com", ["clear_text_password new-secret 1"]) == \
+                ("+OK ", "+OK ")
+        assert roundcube(daemon, "carol@example.com", "carol-secret", "new-secret 1") == 2
+    lines = site.syslog_lines()
+    assert "vpopmaild: password fail bob@example.com:127.0.0.1" in lines
+    assert_no_password_logged(site, lines)
+    assert not logs_in(site, "dave@other.org", "dave-wrong")  # vchkpw at logging = p: the password
+    assert any("dave-wrong" in line for line in site.syslog_lines())

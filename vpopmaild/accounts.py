@@ -81,7 +81,7 @@ def _login(session: Session, words: wire.Words, output: int) -> list[str]:
         raise wire.Refusal(wire.PASSWORD_REQD, 204)
     session.target = arguments.shown(email.decode("utf-8", "replace"))
     attempt = auth.Attempt(session.environ, session.settings.vpopmaild_service, session.ip, "vpopmaild",
-                           session.log)
+                           session.log, log_passwords=False)  # never, whatever the logging level
     try:
         grant = auth.authenticate(attempt, session.settings, email, password, record_login=False)
     except AuthFailure as exc:
