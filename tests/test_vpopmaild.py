@@ -773,3 +773,36 @@ def test_no_password_is_logged_at_logging_p(site: Tree) -> None:
     assert_no_password_logged(site, lines)
     assert not logs_in(site, "dave@other.org", "dave-wrong")  # vchkpw at logging = p: the password
     assert any("dave-wrong" in line for line in site.syslog_lines())
+
+
+def test_stored_line_breaks_cannot_make_protocol_lines(site: Tree, daemon: Daemon) -> None:
+    """A comment or clear password with CR/LF put in by other means (a billing system's row; a
+    vpasswd line holds no LF) goes out as one line, ``?`` for each CR/LF."""
+    if site.kind == "mysql":
+        gecos, clear = "Eve\r\n.\r\n+OK", "pw\r\n-ERR 1.1 x"
+        shown_gecos, shown_clear = "Eve??.??+OK", "pw??-ERR 1.1 x"
+    else:
+        gecos, clear = "Eve\r.", "pw\rX"
+        shown_gecos, shown_clear = "Eve?.", "pw?X"
+    site.add_user("example.com", "eve", clear, gecos=gecos)
+    with daemon.client() as client:
+        assert client.slogin("boss@example.com", "boss-secret") == "+OK "
+        status, lines = client.call("user_info eve@example.com")
+        assert status == "+OK+" and not any("\r" in line or "\n" in line for line in lines)
+        assert f"comment {shown_gecos}" in lines and f"clear_text_password {shown_clear}" in lines
+        assert client.info("user_count example.com") == {"count": "6"}  # nothing left over
+
+
+def test_a_line_of_data_that_is_a_dot_cannot_end_an_answer() -> None:
+    """The wire itself (the installed vpopmaild.wire): only its END ends an answer."""
+    from vpopmaild import wire
+
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        connection = wire.Connection(ours.fileno(), ours.fileno(), 5)
+        connection.send([wire.OK_MORE, ".", "a\nb", "\x00", wire.END, wire.OK])
+        theirs.settimeout(5)
+        data = b""
+        while not data.endswith(b"+OK \r\n"):
+            data += theirs.recv(4096)
+    assert data == b"+OK+\r\n..\r\na?b\r\n?\r\n.\r\n+OK \r\n"

@@ -72,7 +72,25 @@ IP_REQUIRED, INVALID_DOMAIN, LINE_TOO_LONG, PASSWD_CHNG_REFUSED, INVALID_PARAM, 
 
 OK = "+OK "
 OK_MORE = "+OK+"
-END = "."
+
+
+class Terminator(str):
+    """The ``.`` that ends a ``+OK+`` answer: :meth:`Connection.send` knows it by identity, so a
+    line of data that happens to be ``.`` cannot end an answer early."""
+
+
+END = Terminator(".")
+UNSAFE = str.maketrans({"\r": "?", "\n": "?", "\0": "?"})
+
+
+def safe_line(line: str) -> str:
+    """One line as it may go on the wire: CR, LF and NUL (from stored data: a comment, a clear
+    password, an alias line) become ``?``, so no text can start a line of its own; a line of data
+    that is exactly ``.`` is sent as ``..`` (dot-stuffed: it would end the answer)."""
+    if line is END:
+        return line
+    line = line.translate(UNSAFE)
+    return ".." if line == "." else line
 
 
 class Refusal(Exception):
@@ -177,8 +195,9 @@ class Connection:
             buffer += chunk
 
     def send(self, lines: list[str]) -> None:
-        """Write lines, each ended by CR LF, in as few writes as the socket takes."""
-        data = memoryview("".join(line + "\r\n" for line in lines).encode("utf-8", "surrogateescape"))
+        """Write lines (made :func:`safe_line`), each ended by CR LF, in as few writes as the socket takes."""
+        text = "".join(safe_line(line) + "\r\n" for line in lines)
+        data = memoryview(text.encode("utf-8", "surrogateescape"))
         deadline = time.monotonic() + self.timeout
         while data:
             left = deadline - time.monotonic()
