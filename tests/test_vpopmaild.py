@@ -236,13 +236,17 @@ def test_four_lines_before_a_login_at_most(site: Tree, daemon: Daemon) -> None:
 def test_logins_are_checked_as_the_vpopmaild_service(site: Tree, daemon: Daemon) -> None:
     site.add_user("example.com", "eve", "eve-secret", flags=0x04)  # NO_WEBMAIL
     site.add_user("example.com", "sam", "sam-secret", flags=0x800)  # NO_SMTP
+    with daemon.client() as client:  # the right password and a wrong one: the same answer
+        assert client.slogin("eve@example.com", "eve-secret") == "-ERR 8.207 Invalid Login"
+        assert client.slogin("eve@example.com", "not-it") == "-ERR 8.207 Invalid Login"
     with daemon.client() as client:
-        assert client.slogin("eve@example.com", "eve-secret") == "-ERR 9.208 Not Authorized"
         assert client.slogin("sam@example.com", "sam-secret") == "+OK "
-    assert "vpopmaild: webmail access denied eve@example.com:127.0.0.1" in site.syslog_lines()
+    lines = site.syslog_lines()
+    assert "vpopmaild: webmail access denied eve@example.com:127.0.0.1" in lines  # the real reason
+    assert "vpopmaild: password fail eve@example.com:127.0.0.1" in lines
     site.write_settings(vpopmaild_service="smtp")  # an SMTP server authenticating through vpopmaild
     with Daemon(site.env()) as smtp, smtp.client() as client:
-        assert client.slogin("sam@example.com", "sam-secret") == "-ERR 9.208 Not Authorized"
+        assert client.slogin("sam@example.com", "sam-secret") == "-ERR 8.207 Invalid Login"
         assert client.slogin("eve@example.com", "eve-secret") == "+OK "
     assert "vpopmaild: smtp access denied sam@example.com:127.0.0.1" in site.syslog_lines()
 

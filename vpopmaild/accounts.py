@@ -85,10 +85,10 @@ def _login(session: Session, words: wire.Words, output: int) -> list[str]:
     try:
         grant = auth.authenticate(attempt, session.settings, email, password, record_login=False)
     except AuthFailure as exc:
-        # the engine has logged why; one answer for "no such user" and "wrong password"
-        minor = {20: 205, 1: 208}.get(exc.vpopmail_code, 207)
-        major = wire.NOT_AUTHORIZED if minor == 208 else wire.INVALID_LOGIN
-        raise LoginFailed(major, minor, reason="logged by the engine") from None
+        # the engine has logged why; one answer for "no such user", "wrong password" and "right
+        # password, service denied" (a different answer would confirm the password)
+        minor = 205 if exc.vpopmail_code == 20 else 207
+        raise LoginFailed(wire.INVALID_LOGIN, minor, reason="logged by the engine") from None
     record = copy.copy(grant.record)
     session.domain = grant.domain
     session.user = record.name
