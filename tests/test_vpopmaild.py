@@ -10,6 +10,7 @@ commands change is read back from the files (``vpasswd``, ``users/assign``, ``.q
 from __future__ import annotations
 
 import os
+import select
 import socket
 import subprocess
 import time
@@ -810,3 +811,52 @@ def test_a_line_of_data_that_is_a_dot_cannot_end_an_answer() -> None:
         while not data.endswith(b"+OK \r\n"):
             data += theirs.recv(4096)
     assert data == b"+OK+\r\n..\r\na?b\r\n?\r\n.\r\n+OK \r\n"
+
+
+def many_alias_lines(tree: Tree, megabytes: int) -> None:
+    """Aliases of about ``megabytes`` MB in all (1000-byte lines), written as the store keeps them."""
+    lines = [f"{n:04d}-" + "x" * 994 + "@example.org" for n in range(1000)]
+    if tree.kind == "cdb":
+        for n in range(megabytes):
+            path = tree.domain_dir("example.com") / f".qmail-big{n}"
+            path.write_text("\n".join(lines) + "\n")
+            os.chown(path, VPOPMAIL_UID, VPOPMAIL_GID)
+        return
+    from tree import mysql_connect
+
+    conn = mysql_connect(tree.db)
+    with conn, conn.cursor() as cur:
+        cur.executemany("INSERT INTO valias (alias, domain, valias_line) VALUES (%s, 'example.com', %s)",
+                        [(f"big{n}", line) for n in range(megabytes) for line in lines])
+
+
+def test_a_client_that_stops_reading_is_dropped_after_the_timeout(site: Tree) -> None:
+    """A 12 MB answer (more than the socket buffers hold) to a client that reads nothing."""
+    many_alias_lines(site, 12)
+    site.write_settings(vpopmaild_timeout=2)
+    with Daemon(site.env()) as daemon:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        with sock:
+            sock.connect(("127.0.0.1", daemon.port))
+            sock.sendall(b"slogin boss@example.com boss-secret\r\nlist_alias example.com\r\n")
+            daemon.wait_sessions_done(timeout=30)  # while the client is still connected
+    assert "vpopmaild: write timeout (2 s): the client does not read boss@example.com:127.0.0.1" in \
+        site.syslog_lines()
+
+
+def test_the_lines_of_a_block_get_one_timeout_in_all(site: Tree) -> None:
+    site.write_settings(vpopmaild_timeout=1)
+    before = stored(site, "bob")
+    with Daemon(site.env()) as daemon, daemon.client() as client:
+        assert client.slogin("bob@example.com", "bob-secret") == "+OK "
+        assert client.command("mod_user bob@example.com") == "+OK "
+        for _ in range(10):  # each line well within the timeout, all of them not
+            client.send("user_flag_2 1")
+            if select.select([client.sock], [], [], 0.4)[0]:
+                break  # an answer before the '.': the server gave up
+        else:
+            client.send(".")
+        assert client.line() == "-ERR 3.106 Read Timeout"
+        assert client.closed()
+    assert stored(site, "bob") == before
