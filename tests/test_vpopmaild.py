@@ -860,3 +860,11 @@ def test_the_lines_of_a_block_get_one_timeout_in_all(site: Tree) -> None:
         assert client.line() == "-ERR 3.106 Read Timeout"
         assert client.closed()
     assert stored(site, "bob") == before
+
+
+def test_get_lastauth_without_auth_logging_answers_as_vpopmail(site: Tree) -> None:
+    site.write_settings(auth_logging=False)
+    with Daemon(site.env()) as daemon, daemon.client() as client:
+        assert client.slogin("bob@example.com", "bob-secret") == "+OK "
+        assert client.command("get_lastauth bob@example.com") == "+OK "
+        assert client.command("get_lastauth carol@example.com") == "-ERR 11.3704 Not Authorized for domain"

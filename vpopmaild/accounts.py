@@ -285,7 +285,7 @@ def list_users(session: Session, words: wire.Words) -> list[str]:
 def get_lastauth(session: Session, words: wire.Words) -> list[str]:
     found, record = arguments.account(session, words, (3702, 3703, 3704, 3705), users_own=True)
     if not session.settings.auth_logging:
-        return [wire.OK_MORE, wire.END]
+        return [wire.OK]  # as vpopmaild.c without auth logging: no lines, no "."
     when, ip = session.store.get_lastauth(record, found) or (0, "0.0.0.0")
     return [wire.OK_MORE, f"time {when}", f"ip {ip or '0.0.0.0'}", wire.END]
 
