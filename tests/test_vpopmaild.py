@@ -868,3 +868,38 @@ def test_get_lastauth_without_auth_logging_answers_as_vpopmail(site: Tree) -> No
         assert client.slogin("bob@example.com", "bob-secret") == "+OK "
         assert client.command("get_lastauth bob@example.com") == "+OK "
         assert client.command("get_lastauth carol@example.com") == "-ERR 11.3704 Not Authorized for domain"
+
+
+def test_addresses_in_every_form_and_through_an_alias_domain(site: Tree, daemon: Daemon) -> None:
+    with daemon.client() as boss:
+        assert boss.slogin("boss@example.com", "boss-secret") == "+OK "
+        assert boss.command("add_alias_domain example.com alias.example") == "+OK "
+    with daemon.client() as client:  # upper case and '%': the same accounts
+        assert client.slogin("Postmaster@EXAMPLE.COM", "pm-secret") == "+OK "
+        assert client.block("mod_user BOB@EXAMPLE.COM", ["comment Upper"]) == ("+OK ", "+OK ")
+        assert stored(site, "bob")["gecos"] == "Upper"
+        assert client.block("mod_user bob%example.com", ["comment Percent"]) == ("+OK ", "+OK ")
+        assert stored(site, "bob")["gecos"] == "Percent"
+        assert client.command("mod_user Boss@Example.Com") == "-ERR 9.508 Not Authorized"
+    with daemon.client() as client:  # a user names their own account in any form
+        assert client.slogin("bob%example.com", "bob-secret") == "+OK "
+        assert client.block("mod_user BOB@example.com", ["comment Own"]) == ("+OK ", "+OK ")
+        assert client.command("mod_user CAROL@example.com") == "-ERR 11.504 Not Authorized for domain"
+    assert stored(site, "bob")["gecos"] == "Own"
+    with daemon.client() as client:  # a domain admin logged in through the alias domain
+        assert client.slogin("postmaster@alias.example", "pm-secret") == "+OK "
+        assert client.info("user_info bob@alias.example")["name"] == "bob"
+        assert client.info("user_info bob@example.com")["name"] == "bob"
+        assert client.block("mod_user bob@alias.example", ["comment Alias"]) == ("+OK ", "+OK ")
+        assert client.info("user_count alias.example") == {"count": "5"}
+        assert client.command("add_user frank@alias.example frank-secret") == "+OK "
+        assert client.command("user_info boss@alias.example") == "-ERR 9.606 Not Authorized"
+        assert client.command("mod_user boss@alias.example") == "-ERR 9.508 Not Authorized"
+        assert client.command("add_alias boss@alias.example me@evil.example") == "-ERR 9.909 Not Authorized"
+        assert client.command("user_info dave@other.org") == "-ERR 11.604 Not Authorized for domain"
+    assert stored(site, "bob")["gecos"] == "Alias"
+    assert logs_in(site, "frank@example.com", "frank-secret")
+    with daemon.client() as client:  # and the other way: the real domain's admin, the alias's names
+        assert client.slogin("qa@example.com", "qa-secret") == "+OK "
+        assert client.command("del_user frank@alias.example") == "+OK "
+    assert stored(site, "frank") is None
