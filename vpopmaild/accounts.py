@@ -154,7 +154,7 @@ def del_user(session: Session, words: wire.Words) -> list[str]:
 def mod_user(session: Session, words: wire.Words) -> list[str]:
     """``mod_user user@domain``: checks, ``+OK `` at once, ``param value`` lines up to ``.``, then
     the answer.  The change is made only after the ``.``, whole or not at all."""
-    from vpop.admin.changes import effective_user_flags
+    from vpop.admin.users import effective_user_flags
 
     try:
         denied = 504 if session.level == USER else 503

@@ -235,6 +235,16 @@ def _undo_user_dir(settings: Settings, store: Store, domain: Domain, user_dir: s
 # ------------------------------------------------------------------ the operations
 
 
+def effective_user_flags(settings: Settings, store: Store, domain: Domain, gid: int) -> int:
+    """``pw_gid`` with the domain's limits (the ``limits`` row or ``.qmailadmin-limits``) OR'ed in."""
+    from vpop.limits import effective_flags, read_limits_file
+
+    limits = store.domain_limits(domain)
+    if limits is None:
+        limits = read_limits_file(domain.dir, settings.etc_dir, domain.uid)
+    return effective_flags(gid, limits)
+
+
 def domain_default_quota(settings: Settings, store: Store, domain: Domain) -> str:
     """vadduser's quota without ``-q``: the domain limits' ``default_quota``/``default_maxmsgcount``."""
     from vpop.limits import read_limits_file
@@ -403,12 +413,7 @@ def set_password(settings: Settings, store: Store, domain: Domain, user: str, pa
         record = store.get_user(user, domain)
         if record is None:
             raise AdminError("Error: User does not exist")  # vpopmail: "Error: Illegal username"
-        from vpop.limits import effective_flags, read_limits_file
-
-        limits = store.domain_limits(domain)
-        if limits is None:
-            limits = read_limits_file(domain.dir, settings.etc_dir, domain.uid)
-        if effective_flags(record.gid, limits) & NO_PASSWD_CHNG:
+        if effective_user_flags(settings, store, domain, record.gid) & NO_PASSWD_CHNG:
             raise AdminError(f"Error: password changes are disabled for {user}@{shown_domain}")
         record.passwd = new_password_hash(settings, password)
         record.clear = password if settings.clear_passwords else ""
@@ -466,13 +471,8 @@ def lastauth_lines(store: Store, domain: Domain, record: User) -> list[str]:
 def info_lines(settings: Settings, store: Store, domain: Domain, record: User, fields: str) -> list[str]:
     """vuserinfo's output for one user: ``fields`` is ``a`` (everything) or the single-field
     letters in the order vuserinfo prints them (``n p C u g c d q Q l``)."""
-    from vpop.limits import effective_flags, read_limits_file
-
     if "a" in fields:
-        limits = store.domain_limits(domain)
-        if limits is None:
-            limits = read_limits_file(domain.dir, settings.etc_dir, domain.uid)
-        flags = effective_flags(record.gid, limits)
+        flags = effective_user_flags(settings, store, domain, record.gid)
         lines = [f"name:   {record.name}", f"passwd: {record.passwd}", f"clear passwd: {record.clear}",
                  f"comment/gecos: {record.gecos}", f"uid:    {record.uid}", f"gid:    {record.gid}",
                  f"flags:  {flags}", f"gecos: {record.gecos}"]
