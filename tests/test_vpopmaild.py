@@ -347,6 +347,13 @@ def test_domain_commands(site: Tree, daemon: Daemon) -> None:
         assert not site.domain_dir("new.net").exists()
         assert client.command("del_domain new.net") == "-ERR 0.1303 Domain does not exist"
         assert client.command("dom_info new.net") == "-ERR 0.1404 Domain does not exist"
+        # vaddaliasdomain's decision: either order, its texts
+        assert client.command("add_alias_domain alias2.org other.org") == "+OK "
+        assert "+alias2.org-:other.org:89:89:" in assign.read_text()
+        assert client.command("add_alias_domain none.example none2.example") == \
+            "-ERR 0.1204 Neither 'none.example' or 'none2.example' exist, unable to create alias."
+        assert client.command("add_alias_domain example.com other.org") == \
+            "-ERR 0.1204 Both domains already exist, unable to create alias."
 
 
 def test_user_commands(site: Tree, daemon: Daemon) -> None:
