@@ -9,6 +9,7 @@ commands change is read back from the files (``vpasswd``, ``users/assign``, ``.q
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import socket
@@ -637,16 +638,25 @@ def test_every_refusal_is_logged_without_the_password(site: Tree, daemon: Daemon
 
 
 TEMPORARY = "-ERR 42.209 Temporary failure, try again later"
+SECRETS = {"postmaster": "pm-secret", "bob": "bob-secret"}
+
+
+@contextlib.contextmanager
+def mysql_tree(db: dict[str, Any], *users: str) -> Iterator[Tree]:
+    """A MySQL tree of its own (connect timeout 1 s): example.com with ``users``."""
+    load_schema(db)
+    with Tree(store="mysql", mysql_connect_timeout=1) as tree:
+        tree.keep_draining()
+        tree.write_mysql_credentials(db)
+        tree.add_domain("example.com")
+        for user in users:
+            tree.add_user("example.com", user, SECRETS[user])
+        yield tree
 
 
 def test_a_database_that_is_down_is_a_temporary_failure(mysql_db: dict[str, Any],
                                                        dead_mysql: dict[str, Any]) -> None:
-    load_schema(mysql_db)
-    with Tree(store="mysql", mysql_connect_timeout=1) as tree:
-        tree.keep_draining()
-        tree.write_mysql_credentials(mysql_db)
-        tree.add_domain("example.com")
-        tree.add_user("example.com", "bob", "bob-secret")
+    with mysql_tree(mysql_db, "bob") as tree:
         tree.write_mysql_credentials(dead_mysql)
         with Daemon(tree.env()) as daemon, daemon.client() as client:
             for _ in range(3):
@@ -726,13 +736,7 @@ def test_admin_commands_read_the_update_server(mysql_db: dict[str, Any], dead_my
     """The read line of the credentials names a live server, the update line one that is down:
     logins (which read the replica, as vchkpw) succeed, every admin command reads the update
     server and fails as temporary; the lines of a mod_user sent without waiting are dropped."""
-    load_schema(mysql_db)
-    with Tree(store="mysql", mysql_connect_timeout=1) as tree:
-        tree.keep_draining()
-        tree.write_mysql_credentials(mysql_db)
-        tree.add_domain("example.com")
-        tree.add_user("example.com", "postmaster", "pm-secret")
-        tree.add_user("example.com", "bob", "bob-secret")
+    with mysql_tree(mysql_db, "postmaster", "bob") as tree:
         tree.write_mysql_credentials(mysql_db, dead_mysql)
         with Daemon(tree.env()) as daemon:
             with daemon.client() as client:
