@@ -9,7 +9,9 @@ commands change is read back from the files (``vpasswd``, ``users/assign``, ``.q
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
 import socket
 import subprocess
 import time
@@ -17,7 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from helpers import REPO_ROOT, VPOPMAIL_GID, VPOPMAIL_UID, fd3_payload
+from helpers import REPO_ROOT, VPOPMAIL_GID, VPOPMAIL_UID, fd3_payload, program
 from tree import Tree, load_schema, mysql_rows, snapshot
 from vpopmaild_client import Daemon
 
@@ -151,6 +153,19 @@ def test_domain_limits_disable_password_changing_too(site: Tree, daemon: Daemon)
         assert admin.block("set_limits example.com", ["disable_password_changing 1"]) == ("+OK ", "+OK ")
     assert roundcube(daemon, "bob@example.com", "bob-secret", "new-secret 1") == 2
     assert logs_in(site, "bob@example.com", "bob-secret")
+    # an admin's own account too: postmaster and QA_ADMIN (domain admins), boss (a system admin)
+    for user, password in (("postmaster", "pm-secret"), ("qa", "qa-secret"), ("boss", "boss-secret")):
+        before = stored(site, user)
+        assert roundcube(daemon, f"{user}@example.com", password, "new-secret 1") == 2, user
+        assert stored(site, user) == before
+        assert logs_in(site, f"{user}@example.com", password)
+    assert ("vpopmaild: mod_user postmaster@example.com refused (40.506 Password change not allowed): "
+            "NO_PASSWD_CHNG is set by postmaster@example.com:127.0.0.1") in site.syslog_lines()
+    with daemon.client() as admin:  # their admins may still set a user's password
+        assert admin.slogin("postmaster@example.com", "pm-secret") == "+OK "
+        new_password = ["clear_text_password new-secret 1"]
+        assert admin.block("mod_user bob@example.com", new_password) == ("+OK ", "+OK ")
+    assert logs_in(site, "bob@example.com", "new-secret 1")
 
 
 # ------------------------------------------------------------------ logins
@@ -223,13 +238,17 @@ def test_four_lines_before_a_login_at_most(site: Tree, daemon: Daemon) -> None:
 def test_logins_are_checked_as_the_vpopmaild_service(site: Tree, daemon: Daemon) -> None:
     site.add_user("example.com", "eve", "eve-secret", flags=0x04)  # NO_WEBMAIL
     site.add_user("example.com", "sam", "sam-secret", flags=0x800)  # NO_SMTP
+    with daemon.client() as client:  # the right password and a wrong one: the same answer
+        assert client.slogin("eve@example.com", "eve-secret") == "-ERR 8.207 Invalid Login"
+        assert client.slogin("eve@example.com", "not-it") == "-ERR 8.207 Invalid Login"
     with daemon.client() as client:
-        assert client.slogin("eve@example.com", "eve-secret") == "-ERR 9.208 Not Authorized"
         assert client.slogin("sam@example.com", "sam-secret") == "+OK "
-    assert "vpopmaild: webmail access denied eve@example.com:127.0.0.1" in site.syslog_lines()
+    lines = site.syslog_lines()
+    assert "vpopmaild: webmail access denied eve@example.com:127.0.0.1" in lines  # the real reason
+    assert "vpopmaild: password fail eve@example.com:127.0.0.1" in lines
     site.write_settings(vpopmaild_service="smtp")  # an SMTP server authenticating through vpopmaild
     with Daemon(site.env()) as smtp, smtp.client() as client:
-        assert client.slogin("sam@example.com", "sam-secret") == "-ERR 9.208 Not Authorized"
+        assert client.slogin("sam@example.com", "sam-secret") == "-ERR 8.207 Invalid Login"
         assert client.slogin("eve@example.com", "eve-secret") == "+OK "
     assert "vpopmaild: smtp access denied sam@example.com:127.0.0.1" in site.syslog_lines()
 
@@ -329,6 +348,13 @@ def test_domain_commands(site: Tree, daemon: Daemon) -> None:
         assert not site.domain_dir("new.net").exists()
         assert client.command("del_domain new.net") == "-ERR 0.1303 Domain does not exist"
         assert client.command("dom_info new.net") == "-ERR 0.1404 Domain does not exist"
+        # vaddaliasdomain's decision: either order, its texts
+        assert client.command("add_alias_domain alias2.org other.org") == "+OK "
+        assert "+alias2.org-:other.org:89:89:" in assign.read_text()
+        assert client.command("add_alias_domain none.example none2.example") == \
+            "-ERR 0.1204 Neither 'none.example' or 'none2.example' exist, unable to create alias."
+        assert client.command("add_alias_domain example.com other.org") == \
+            "-ERR 0.1204 Both domains already exist, unable to create alias."
 
 
 def test_user_commands(site: Tree, daemon: Daemon) -> None:
@@ -548,8 +574,7 @@ def test_mod_user_rules(site: Tree, daemon: Daemon) -> None:
         assert client.block("mod_user carol@example.com", ["clear_text_password new-secret 1"]) == \
             ("+OK ", "+OK ")  # NO_PASSWD_CHNG binds carol, not her admins
         assert client.block("mod_user boss@example.com", ["no_password_change 1"]) == ("+OK ", "+OK ")
-        assert client.block("mod_user boss@example.com", ["clear_text_password new-secret 1"]) == \
-            ("+OK ", "-ERR 40.507 Password change not allowed")
+        assert client.command("mod_user boss@example.com") == "-ERR 40.506 Password change not allowed"
     assert logs_in(site, "dave@other.org", "other-secret")
     assert logs_in(site, "carol@example.com", "new-secret 1")
     assert_no_password_logged(site, site.syslog_lines())
@@ -613,16 +638,25 @@ def test_every_refusal_is_logged_without_the_password(site: Tree, daemon: Daemon
 
 
 TEMPORARY = "-ERR 42.209 Temporary failure, try again later"
+SECRETS = {"postmaster": "pm-secret", "bob": "bob-secret"}
+
+
+@contextlib.contextmanager
+def mysql_tree(db: dict[str, Any], *users: str) -> Iterator[Tree]:
+    """A MySQL tree of its own (connect timeout 1 s): example.com with ``users``."""
+    load_schema(db)
+    with Tree(store="mysql", mysql_connect_timeout=1) as tree:
+        tree.keep_draining()
+        tree.write_mysql_credentials(db)
+        tree.add_domain("example.com")
+        for user in users:
+            tree.add_user("example.com", user, SECRETS[user])
+        yield tree
 
 
 def test_a_database_that_is_down_is_a_temporary_failure(mysql_db: dict[str, Any],
                                                        dead_mysql: dict[str, Any]) -> None:
-    load_schema(mysql_db)
-    with Tree(store="mysql", mysql_connect_timeout=1) as tree:
-        tree.keep_draining()
-        tree.write_mysql_credentials(mysql_db)
-        tree.add_domain("example.com")
-        tree.add_user("example.com", "bob", "bob-secret")
+    with mysql_tree(mysql_db, "bob") as tree:
         tree.write_mysql_credentials(dead_mysql)
         with Daemon(tree.env()) as daemon, daemon.client() as client:
             for _ in range(3):
@@ -630,3 +664,253 @@ def test_a_database_that_is_down_is_a_temporary_failure(mysql_db: dict[str, Any]
             assert client.call("help")[0] == "+OK+"  # not failed logins: the fourth line is still answered
             assert client.line() == "-ERR 2.102 Too many actions before login"
         assert any(line.startswith("vpopmaild: ") and "database" in line for line in tree.syslog_lines())
+
+
+# ------------------------------------------------------------------ what a domain admin may see and do
+
+
+def users_listed(client: Any, domain: str) -> dict[str, dict[str, str]]:
+    """``list_users domain`` as {name: {field: value}} (each user's lines end with an empty line)."""
+    status, lines = client.call(f"list_users {domain}")
+    assert status == "+OK+"
+    users, current = {}, {}
+    for line in lines:
+        if line == "":
+            users[current["name"]] = current
+            current = {}
+        else:
+            key, _, value = line.partition(" ")
+            current[key] = value
+    return users
+
+
+def test_a_domain_admin_never_reads_a_system_admins_password(site: Tree, daemon: Daemon) -> None:
+    boss = stored(site, "boss")
+    for admin, password in (("postmaster@example.com", "pm-secret"), ("qa@example.com", "qa-secret")):
+        with daemon.client() as client:
+            assert client.slogin(admin, password) == "+OK "
+            assert client.command("user_info boss@example.com") == "-ERR 9.606 Not Authorized"
+            listed = users_listed(client, "example.com")
+            assert listed["boss"]["encrypted_password"] == "" and listed["boss"]["clear_text_password"] == ""
+            assert listed["bob"]["clear_text_password"] == "bob-secret"  # their users' they may
+            assert client.info("user_info bob@example.com")["clear_text_password"] == "bob-secret"
+    with daemon.client() as client:
+        assert client.slogin("boss@example.com", "boss-secret") == "+OK "
+        listed = users_listed(client, "example.com")
+        assert listed["boss"]["encrypted_password"] == boss["passwd"]
+        assert client.info("user_info boss@example.com")["clear_text_password"] == "boss-secret"
+    lines = site.syslog_lines()
+    assert ("vpopmaild: user_info boss@example.com refused (9.606 Not Authorized): the account is a "
+            "system admin's by postmaster@example.com:127.0.0.1") in lines
+    assert_no_password_logged(site, lines)
+
+
+def alias_lines(tree: Tree, alias: str, domain: str = "example.com") -> list[str]:
+    """An alias's lines as the store holds them: the ``.qmail-<alias>`` file or the valias rows."""
+    if tree.kind == "cdb":
+        path = tree.domain_dir(domain) / f".qmail-{alias}"
+        return path.read_text().splitlines() if path.exists() else []
+    rows = mysql_rows(tree.db, "SELECT valias_line FROM valias WHERE alias = %s AND domain = %s "
+                               "ORDER BY valias_line", (alias, domain))
+    return [row[0] for row in rows]
+
+
+def test_a_domain_admin_cannot_alias_an_account_away(site: Tree, daemon: Daemon) -> None:
+    with daemon.client() as client:
+        assert client.slogin("postmaster@example.com", "pm-secret") == "+OK "
+        for name in ("boss@example.com", "Boss@EXAMPLE.COM", "bob@example.com"):
+            assert client.command(f"add_alias {name} me@evil.example") == "-ERR 9.909 Not Authorized"
+        assert client.command("add_alias sales@example.com me@evil.example") == "+OK "  # no account
+    assert alias_lines(site, "boss") == [] and alias_lines(site, "bob") == []
+    assert alias_lines(site, "sales") == ["me@evil.example"]
+    assert logs_in(site, "boss@example.com", "boss-secret")
+    assert ("vpopmaild: add_alias boss@example.com refused (9.909 Not Authorized): an account has that "
+            "name by postmaster@example.com:127.0.0.1") in site.syslog_lines()
+    with daemon.client() as client:  # a system admin may (a forward of an account they decide on)
+        assert client.slogin("boss@example.com", "boss-secret") == "+OK "
+        assert client.command("add_alias bob@example.com bob@other.org") == "+OK "
+    assert alias_lines(site, "bob") == ["bob@other.org"]
+
+
+def test_admin_commands_read_the_update_server(mysql_db: dict[str, Any], dead_mysql: dict[str, Any]) -> None:
+    """The read line of the credentials names a live server, the update line one that is down:
+    logins (which read the replica, as vchkpw) succeed, every admin command reads the update
+    server and fails as temporary; the lines of a mod_user sent without waiting are dropped."""
+    with mysql_tree(mysql_db, "postmaster", "bob") as tree:
+        tree.write_mysql_credentials(mysql_db, dead_mysql)
+        with Daemon(tree.env()) as daemon:
+            with daemon.client() as client:
+                assert client.slogin("postmaster@example.com", "pm-secret") == "+OK "
+                assert client.command("user_info bob@example.com") == \
+                    "-ERR 42.605 Temporary failure, try again later"
+                client.send("mod_user bob@example.com", "clear_text_password new-secret 1", ".", "quit")
+                assert client.line() == "-ERR 42.507 Temporary failure, try again later"
+                assert client.line() == "+OK "  # quit's: nothing for the dropped lines
+                assert client.closed()
+            with daemon.client() as client:  # Roundcube's own driver: a failure, never a success
+                assert client.slogin("bob@example.com", "bob-secret") == "+OK "
+            assert roundcube(daemon, "bob@example.com", "bob-secret", "new-secret 1") == 2
+        lines = tree.syslog_lines()
+        assert not any("Invalid Command" in line for line in lines)
+        assert_no_password_logged(tree, lines)
+
+
+def test_passwords_and_comments_the_vpasswd_line_cannot_hold_are_refused(site: Tree, daemon: Daemon) -> None:
+    """':' splits a vpasswd line, a control character a protocol line: refused on every store,
+    by vpopmaild and by the admin commands alike (one check)."""
+    before = stored(site, "bob")
+    with daemon.client() as client:
+        assert client.slogin("postmaster@example.com", "pm-secret") == "+OK "
+        for line in ("clear_text_password new:secret", b"clear_text_password new\0secret",
+                     "comment Bob:x", b"comment Bob\x01"):
+            assert client.block("mod_user bob@example.com", [line]) == ("+OK ", "-ERR 0.507 bad character")
+        assert client.command("add_user frank@example.com frank:secret") == "-ERR 0.305 bad character"
+    assert stored(site, "bob") == before and stored(site, "frank") is None
+    for argv in (["vpasswd", "bob@example.com", "new:secret"], ["vadduser", "frank@example.com", "a:b"],
+                 ["vadduser", "-c", "Frank\x01", "frank@example.com", "frank-secret"]):
+        done = site.run([program(argv[0]), *argv[1:]])
+        assert (done.returncode, (done.stdout + done.stderr).strip()) == (236, b"Error: bad character"), argv
+    assert stored(site, "bob") == before and stored(site, "frank") is None
+    assert logs_in(site, "bob@example.com", "bob-secret")
+
+
+def test_no_password_is_logged_at_logging_p(site: Tree) -> None:
+    """``logging = p`` makes vchkpw log wrong passwords, as vpopmail; vpopmaild never does."""
+    site.write_settings(logging="p")
+    with Daemon(site.env()) as daemon:
+        with daemon.client() as client:
+            assert client.slogin("bob@example.com", "other-secret") == "-ERR 8.207 Invalid Login"
+            assert client.slogin("bob@example.com", "bob-secret") == "+OK "
+            assert client.block("mod_user bob@example.com", ["clear_text_password new-secret 1"]) == \
+                ("+OK ", "+OK ")
+        assert roundcube(daemon, "carol@example.com", "carol-secret", "new-secret 1") == 2
+    lines = site.syslog_lines()
+    assert "vpopmaild: password fail bob@example.com:127.0.0.1" in lines
+    assert_no_password_logged(site, lines)
+    assert not logs_in(site, "dave@other.org", "dave-wrong")  # vchkpw at logging = p: the password
+    assert any("dave-wrong" in line for line in site.syslog_lines())
+
+
+def test_stored_line_breaks_cannot_make_protocol_lines(site: Tree, daemon: Daemon) -> None:
+    """A comment or clear password with CR/LF put in by other means (a billing system's row; a
+    vpasswd line holds no LF) goes out as one line, ``?`` for each CR/LF."""
+    if site.kind == "mysql":
+        gecos, clear = "Eve\r\n.\r\n+OK", "pw\r\n-ERR 1.1 x"
+        shown_gecos, shown_clear = "Eve??.??+OK", "pw??-ERR 1.1 x"
+    else:
+        gecos, clear = "Eve\r.", "pw\rX"
+        shown_gecos, shown_clear = "Eve?.", "pw?X"
+    site.add_user("example.com", "eve", clear, gecos=gecos)
+    with daemon.client() as client:
+        assert client.slogin("boss@example.com", "boss-secret") == "+OK "
+        status, lines = client.call("user_info eve@example.com")
+        assert status == "+OK+" and not any("\r" in line or "\n" in line for line in lines)
+        assert f"comment {shown_gecos}" in lines and f"clear_text_password {shown_clear}" in lines
+        assert client.info("user_count example.com") == {"count": "6"}  # nothing left over
+
+
+def test_a_line_of_data_that_is_a_dot_cannot_end_an_answer() -> None:
+    """The wire itself (the installed vpopmaild.wire): only its END ends an answer."""
+    from vpopmaild import wire
+
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        connection = wire.Connection(ours.fileno(), ours.fileno(), 5)
+        connection.send([wire.OK_MORE, ".", "a\nb", "\x00", wire.END, wire.OK])
+        theirs.settimeout(5)
+        data = b""
+        while not data.endswith(b"+OK \r\n"):
+            data += theirs.recv(4096)
+    assert data == b"+OK+\r\n..\r\na?b\r\n?\r\n.\r\n+OK \r\n"
+
+
+def many_alias_lines(tree: Tree, megabytes: int) -> None:
+    """Aliases of about ``megabytes`` MB in all (1000-byte lines), written as the store keeps them."""
+    lines = [f"{n:04d}-" + "x" * 994 + "@example.org" for n in range(1000)]
+    if tree.kind == "cdb":
+        for n in range(megabytes):
+            path = tree.domain_dir("example.com") / f".qmail-big{n}"
+            path.write_text("\n".join(lines) + "\n")
+            os.chown(path, VPOPMAIL_UID, VPOPMAIL_GID)
+        return
+    from tree import mysql_connect
+
+    conn = mysql_connect(tree.db)
+    with conn, conn.cursor() as cur:
+        cur.executemany("INSERT INTO valias (alias, domain, valias_line) VALUES (%s, 'example.com', %s)",
+                        [(f"big{n}", line) for n in range(megabytes) for line in lines])
+
+
+def test_a_client_that_stops_reading_is_dropped_after_the_timeout(site: Tree) -> None:
+    """A 12 MB answer (more than the socket buffers hold) to a client that reads nothing."""
+    many_alias_lines(site, 12)
+    site.write_settings(vpopmaild_timeout=2)
+    with Daemon(site.env()) as daemon:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        with sock:
+            sock.connect(("127.0.0.1", daemon.port))
+            sock.sendall(b"slogin boss@example.com boss-secret\r\nlist_alias example.com\r\n")
+            daemon.wait_sessions_done(timeout=30)  # while the client is still connected
+    assert "vpopmaild: write timeout (2 s): the client does not read boss@example.com:127.0.0.1" in \
+        site.syslog_lines()
+
+
+def test_the_lines_of_a_block_get_one_timeout_in_all(site: Tree) -> None:
+    site.write_settings(vpopmaild_timeout=1)
+    before = stored(site, "bob")
+    with Daemon(site.env()) as daemon, daemon.client() as client:
+        assert client.slogin("bob@example.com", "bob-secret") == "+OK "
+        assert client.command("mod_user bob@example.com") == "+OK "
+        for _ in range(10):  # each line well within the timeout, all of them not
+            client.send("user_flag_2 1")
+            if select.select([client.sock], [], [], 0.4)[0]:
+                break  # an answer before the '.': the server gave up
+        else:
+            client.send(".")
+        assert client.line() == "-ERR 3.106 Read Timeout"
+        assert client.closed()
+    assert stored(site, "bob") == before
+
+
+def test_get_lastauth_without_auth_logging_answers_as_vpopmail(site: Tree) -> None:
+    site.write_settings(auth_logging=False)
+    with Daemon(site.env()) as daemon, daemon.client() as client:
+        assert client.slogin("bob@example.com", "bob-secret") == "+OK "
+        assert client.command("get_lastauth bob@example.com") == "+OK "
+        assert client.command("get_lastauth carol@example.com") == "-ERR 11.3704 Not Authorized for domain"
+
+
+def test_addresses_in_every_form_and_through_an_alias_domain(site: Tree, daemon: Daemon) -> None:
+    with daemon.client() as boss:
+        assert boss.slogin("boss@example.com", "boss-secret") == "+OK "
+        assert boss.command("add_alias_domain example.com alias.example") == "+OK "
+    with daemon.client() as client:  # upper case and '%': the same accounts
+        assert client.slogin("Postmaster@EXAMPLE.COM", "pm-secret") == "+OK "
+        assert client.block("mod_user BOB@EXAMPLE.COM", ["comment Upper"]) == ("+OK ", "+OK ")
+        assert stored(site, "bob")["gecos"] == "Upper"
+        assert client.block("mod_user bob%example.com", ["comment Percent"]) == ("+OK ", "+OK ")
+        assert stored(site, "bob")["gecos"] == "Percent"
+        assert client.command("mod_user Boss@Example.Com") == "-ERR 9.508 Not Authorized"
+    with daemon.client() as client:  # a user names their own account in any form
+        assert client.slogin("bob%example.com", "bob-secret") == "+OK "
+        assert client.block("mod_user BOB@example.com", ["comment Own"]) == ("+OK ", "+OK ")
+        assert client.command("mod_user CAROL@example.com") == "-ERR 11.504 Not Authorized for domain"
+    assert stored(site, "bob")["gecos"] == "Own"
+    with daemon.client() as client:  # a domain admin logged in through the alias domain
+        assert client.slogin("postmaster@alias.example", "pm-secret") == "+OK "
+        assert client.info("user_info bob@alias.example")["name"] == "bob"
+        assert client.info("user_info bob@example.com")["name"] == "bob"
+        assert client.block("mod_user bob@alias.example", ["comment Alias"]) == ("+OK ", "+OK ")
+        assert client.info("user_count alias.example") == {"count": "5"}
+        assert client.command("add_user frank@alias.example frank-secret") == "+OK "
+        assert client.command("user_info boss@alias.example") == "-ERR 9.606 Not Authorized"
+        assert client.command("mod_user boss@alias.example") == "-ERR 9.508 Not Authorized"
+        assert client.command("add_alias boss@alias.example me@evil.example") == "-ERR 9.909 Not Authorized"
+        assert client.command("user_info dave@other.org") == "-ERR 11.604 Not Authorized for domain"
+    assert stored(site, "bob")["gecos"] == "Alias"
+    assert logs_in(site, "frank@example.com", "frank-secret")
+    with daemon.client() as client:  # and the other way: the real domain's admin, the alias's names
+        assert client.slogin("qa@example.com", "qa-secret") == "+OK "
+        assert client.command("del_user frank@alias.example") == "+OK "
+    assert stored(site, "frank") is None

@@ -30,13 +30,8 @@ def command(args: Sequence[str]) -> int:
         raise cli.AdminError("Error: real domain and alias domain are the same!\n" + USAGE)
     settings = cli.load()
     domains.heal(settings)
-    found_first, found_second = domains.known(settings, first), domains.known(settings, second)
-    if found_first is not None and found_second is not None:
-        raise cli.AdminError("Error: Both domains already exist, unable to create alias.")
-    if found_first is None and found_second is None:
-        raise cli.AdminError(f"Error: Neither '{first}' or '{second}'  exist, unable to create alias.")
-    alias, real = (second, found_first) if found_first is not None else (first, found_second)
-    domains.add_alias_domain(settings, domains.domain_name(alias), real)
+    alias, real = domains.alias_and_real(settings, first, second)
+    domains.add_alias_domain(settings, alias, real)
     return 0
 
 

@@ -3,10 +3,11 @@ lastauth and sizes.
 
 ``mod_user``: the checks, ``+OK `` at once, ``param value`` lines up to ``.``, then the answer;
 the change is made after the ``.``, whole or not at all (:func:`vpop.admin.changes.modify_user`).
-Where vpopmail allowed more than it meant: a user under NO_PASSWD_CHNG is refused at
-``mod_user`` itself (the one line Roundcube reads; vpopmail answered ``+OK`` and ignored the
-password); ``encrypted_password``, SA_ADMIN, SA_EXPERT and V_OVERRIDE are for system admins;
-a domain admin cannot change or delete a system admin's account; a line that changes nothing is
+Where vpopmail allowed more than it meant: a ``mod_user`` of one's own account under
+NO_PASSWD_CHNG is refused at ``mod_user`` itself, at every level (the one line Roundcube reads;
+vpopmail answered ``+OK`` and ignored the password); ``encrypted_password``, SA_ADMIN,
+SA_EXPERT and V_OVERRIDE are for system admins; a domain admin cannot read, change or delete a
+system admin's account; a line that changes nothing is
 allowed whoever sends it (Net_Vpopmaild sends every flag at its current value); an unknown
 parameter or a bad value refuses the whole change (vpopmail skipped it).
 """
@@ -80,14 +81,14 @@ def _login(session: Session, words: wire.Words, output: int) -> list[str]:
         raise wire.Refusal(wire.PASSWORD_REQD, 204)
     session.target = arguments.shown(email.decode("utf-8", "replace"))
     attempt = auth.Attempt(session.environ, session.settings.vpopmaild_service, session.ip, "vpopmaild",
-                           session.log)
+                           session.log, log_passwords=False)  # never, whatever the logging level
     try:
         grant = auth.authenticate(attempt, session.settings, email, password, record_login=False)
     except AuthFailure as exc:
-        # the engine has logged why; one answer for "no such user" and "wrong password"
-        minor = {20: 205, 1: 208}.get(exc.vpopmail_code, 207)
-        major = wire.NOT_AUTHORIZED if minor == 208 else wire.INVALID_LOGIN
-        raise LoginFailed(major, minor, reason="logged by the engine") from None
+        # the engine has logged why; one answer for "no such user", "wrong password" and "right
+        # password, service denied" (a different answer would confirm the password)
+        minor = 205 if exc.vpopmail_code == 20 else 207
+        raise LoginFailed(wire.INVALID_LOGIN, minor, reason="logged by the engine") from None
     record = copy.copy(grant.record)
     session.domain = grant.domain
     session.user = record.name
@@ -121,6 +122,7 @@ def slogin(session: Session, words: wire.Words) -> list[str]:
 
 def user_info(session: Session, words: wire.Words) -> list[str]:
     _domain, record = arguments.account(session, words, (602, 603, 604, 605), users_own=False)
+    arguments.not_a_system_admin(session, record, 606)
     return [wire.OK_MORE, *user_info_lines(record, session.output != FULL), wire.END]
 
 
@@ -152,19 +154,21 @@ def del_user(session: Session, words: wire.Words) -> list[str]:
 def mod_user(session: Session, words: wire.Words) -> list[str]:
     """``mod_user user@domain``: checks, ``+OK `` at once, ``param value`` lines up to ``.``, then
     the answer.  The change is made only after the ``.``, whole or not at all."""
-    from vpop.admin.changes import effective_user_flags
+    from vpop.admin.users import effective_user_flags
 
     try:
         denied = 504 if session.level == USER else 503
         found, record = arguments.account(session, words, (501, 502, denied, 505), users_own=True)
         arguments.not_a_system_admin(session, record, 508)
         own = found.real == session.domain.real and record.name == session.user
-        if session.level == USER and effective_user_flags(session.settings, session.store, found,
-                                                          record.gid) & NO_PASSWD_CHNG:
-            # A user can change nothing but their password and preferences; Roundcube reads only
-            # this first answer, so a refusal must come now (vpopmail answered +OK and ignored it).
+        if own and effective_user_flags(session.settings, session.store, found, record.gid) & NO_PASSWD_CHNG:
+            # Roundcube changes the password of whoever logged in (a postmaster or a system admin
+            # too) and reads only this first answer, so a refusal must come now (vpopmail answered
+            # +OK, ignored the password and Roundcube reported success).
             raise wire.Refusal(wire.PASSWD_CHNG_REFUSED, 506, reason="NO_PASSWD_CHNG is set")
-    except wire.Refusal:
+    except BaseException:
+        # whatever failed before the ack (a refusal, a database that is down): the parameter
+        # lines a client sent without waiting must not be taken for commands
         session.draining = True
         raise
     session.connection.send([wire.OK])
@@ -186,9 +190,9 @@ def mod_user(session: Session, words: wire.Words) -> list[str]:
 
 def _user_change(lines: "list[bytes]"):
     """The ``param value`` lines of a mod_user as a :class:`vpop.admin.changes.UserChange`."""
-    from vpop.admin.changes import UserChange, check_crypted, check_gecos
+    from vpop.admin.changes import UserChange, check_crypted
     from vpop.admin.cli import AdminError
-    from vpop.admin.users import format_quota
+    from vpop.admin.users import check_gecos, format_quota
 
     change = UserChange()
     names: list[str] = []
@@ -272,6 +276,8 @@ def list_users(session: Session, words: wire.Words) -> list[str]:
     span = arguments.page(words)
     lines = [wire.OK_MORE]
     for record in arguments.paged(session.store.list_users(found), span):
+        if session.level < SYSTEM_ADMIN and record.gid & SA_ADMIN:
+            record.passwd = record.clear = ""  # a system admin's password is not a domain admin's to read
         lines += user_info_lines(record, session.output != FULL) + [""]
     return lines + [wire.END]
 
@@ -279,7 +285,7 @@ def list_users(session: Session, words: wire.Words) -> list[str]:
 def get_lastauth(session: Session, words: wire.Words) -> list[str]:
     found, record = arguments.account(session, words, (3702, 3703, 3704, 3705), users_own=True)
     if not session.settings.auth_logging:
-        return [wire.OK_MORE, wire.END]
+        return [wire.OK]  # as vpopmaild.c without auth logging: no lines, no "."
     when, ip = session.store.get_lastauth(record, found) or (0, "0.0.0.0")
     return [wire.OK_MORE, f"time {when}", f"ip {ip or '0.0.0.0'}", wire.END]
 

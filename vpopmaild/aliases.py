@@ -3,7 +3,8 @@
 On MySQL the ``valias`` table, on CDB the domain's ``.qmail-<alias>`` files (as valias keeps
 them).  ``add_alias`` takes the rest of the line as the delivery line (vpopmail took one word);
 a domain admin may add forwards only: lines that run a program or write a file (``|``, ``/``,
-``.``) run as the domain's uid, the owner of every domain of the site, and are for system admins.
+``.``) run as the domain's uid, the owner of every domain of the site, and are for system admins,
+and so is an alias named as an existing account (it would take the account's mail).
 """
 
 from vpopmaild import arguments, wire
@@ -43,7 +44,8 @@ def _alias_line(session: Session, words: wire.Words, required: int, denied: int)
 
 def add_alias(session: Session, words: wire.Words) -> list[str]:
     missing = wire.Refusal(wire.ALIAS_INSERT_FAIL, 907, reason="the alias has that line already")
-    return _line_change(session, words, "add_alias", (902, 903, 904, 906, 908), "insert_valias", missing)
+    return _line_change(session, words, "add_alias", (902, 903, 904, 906, 908), "insert_valias", missing,
+                        account_minor=909)
 
 
 def remove_alias(session: Session, words: wire.Words) -> list[str]:
@@ -53,10 +55,15 @@ def remove_alias(session: Session, words: wire.Words) -> list[str]:
 
 
 def _line_change(session: Session, words: wire.Words, command: str, minors: "tuple[int, ...]", method: str,
-                 refusal: wire.Refusal) -> list[str]:
-    """``<command> alias@domain line`` through the store's ``method``; its False is ``refusal``."""
+                 refusal: wire.Refusal, account_minor: int = 0) -> list[str]:
+    """``<command> alias@domain line`` through the store's ``method``; its False is ``refusal``.
+    ``account_minor``: below a system admin, an alias named as an existing account is refused."""
     alias, found = _alias_arg(session, words, minors[:3])
     line = _alias_line(session, words, minors[3], minors[4])
+    if account_minor and session.level < SYSTEM_ADMIN and session.store.get_user(alias, found) is not None:
+        # valias is read before the account (MySQL), .qmail-<name> before .qmail-default (CDB):
+        # such an alias would take the account's mail, a system admin's too
+        raise wire.Refusal(wire.NOT_AUTHORIZED, account_minor, reason="an account has that name")
     session.store.connect_for_updates()
     if not getattr(session.store, method)(alias, found, line):
         raise refusal

@@ -96,14 +96,15 @@ def account(session: Session, words: wire.Words, minors: "tuple[int, int, int, i
 
 
 def not_a_system_admin(session: Session, record, minor: int) -> None:
-    """A domain admin cannot touch a system admin's account (vpopmail let postmaster change the
-    password of a SA_ADMIN account in the domain, and so become a system admin)."""
+    """A domain admin cannot read, change or delete a system admin's account (vpopmail let
+    postmaster read and set the password of a SA_ADMIN account in the domain, and so become a
+    system admin)."""
     if session.level < SYSTEM_ADMIN and record.gid & SA_ADMIN and record.name != session.user:
         raise wire.Refusal(wire.NOT_AUTHORIZED, minor, reason="the account is a system admin's")
 
 
 def new_password(raw: "bytes | None", minor: int) -> str:
-    from vpop.admin.changes import check_password
+    from vpop.admin.users import check_password
 
     if raw is None:
         raise wire.Refusal(wire.PASSWORD_REQD, minor)

@@ -113,13 +113,8 @@ def add_alias_domain(session: Session, words: wire.Words) -> list[str]:
     session.target = arguments.shown(f"{alias} -> {real}")
     settings = session.settings
     domains.heal(settings)
-    found = domains.known(settings, real)
-    if found is None and domains.known(settings, alias) is not None:
-        real, alias = alias, real  # either order, as vaddaliasdomain takes them
-        found = domains.known(settings, real)
-    if found is None:
-        raise wire.Refusal(0, 1204, domains.DOMAIN_MISSING.removeprefix("Error: "))
-    domains.add_alias_domain(settings, domains.domain_name(alias), found)
+    alias, found = domains.alias_and_real(settings, real, alias)  # either order, as vaddaliasdomain
+    domains.add_alias_domain(settings, alias, found)
     arguments.audit(session, "add_alias_domain")
     return [wire.OK]
 

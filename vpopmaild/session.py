@@ -14,6 +14,8 @@ session).  Who may do what is :mod:`vpopmaild.commands`'s.  Every refusal is log
 password or any other text of the line.
 """
 
+import time
+
 from vpop import log as vlog
 from vpop.names import ascii_lower
 
@@ -58,7 +60,9 @@ class Session:
         if self._store is None:
             from vpop.stores import open_store
 
-            self._store = open_store(self.settings)
+            # every read on the update server: what an admin acts on must not lag behind
+            # (see shared/reference/replication.md; the logins read the replica, as vchkpw)
+            self._store = open_store(self.settings, primary=True)
         return self._store
 
     def who(self) -> str:
@@ -69,12 +73,14 @@ class Session:
         self.log.log(category, f"vpopmaild: {text}")
 
     def read_block(self, command: str) -> "tuple[list[bytes], bool]":
-        """The lines after an ack up to the one that starts with ``.``; (lines, one was too long)."""
+        """The lines after an ack up to the one that starts with ``.``, all within one timeout
+        (vpopmail gave each line its own); (lines, one was too long)."""
         lines: list[bytes] = []
         too_long = False
+        deadline = time.monotonic() + self.connection.timeout  # one for the whole block
         while True:
             try:
-                line = self.connection.read_line()
+                line = self.connection.read_line(deadline)
             except wire.TooLong:
                 too_long = True
                 continue
@@ -111,7 +117,11 @@ class Session:
                 return 111
             self.connection.send([wire.OK])
             return self.serve()
-        except wire.Timeout:
+        except wire.Timeout as exc:
+            if exc.writing:
+                timeout = self.settings.vpopmaild_timeout
+                self.say(vlog.LOGON, f"write timeout ({timeout} s): the client does not read {self.who()}")
+                return 1
             minor = 103 if self.level == 0 else 106
             self.say(vlog.LOGON, f"read timeout ({self.settings.vpopmaild_timeout} s) {self.who()}")
             try:

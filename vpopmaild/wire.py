@@ -4,8 +4,10 @@ tcpserver hands the connection over as fd 0 (read) and fd 1 (write).  A line end
 before it is dropped); it must arrive whole within the read timeout (``vpopmaild_timeout``,
 counted from the moment the server starts waiting for it, so a client that trickles bytes gains
 nothing) and be at most :data:`MAX_LINE` bytes.  A longer line is read to its end and thrown
-away, never kept in memory: :class:`TooLong`.  Writes wait at most the same timeout for a
-client that does not read.
+away, never kept in memory: :class:`TooLong`.  Both fds are non-blocking: a write waits (poll)
+at most the same timeout for a client that does not read, then the session ends, so a client
+that stops reading cannot hold a root process; a block of lines (``mod_user``'s parameters) is
+given one deadline for all of them (:meth:`Connection.read_line`'s ``deadline``).
 """
 
 import os
@@ -72,7 +74,25 @@ IP_REQUIRED, INVALID_DOMAIN, LINE_TOO_LONG, PASSWD_CHNG_REFUSED, INVALID_PARAM, 
 
 OK = "+OK "
 OK_MORE = "+OK+"
-END = "."
+
+
+class Terminator(str):
+    """The ``.`` that ends a ``+OK+`` answer: :meth:`Connection.send` knows it by identity, so a
+    line of data that happens to be ``.`` cannot end an answer early."""
+
+
+END = Terminator(".")
+UNSAFE = str.maketrans({"\r": "?", "\n": "?", "\0": "?"})
+
+
+def safe_line(line: str) -> str:
+    """One line as it may go on the wire: CR, LF and NUL (from stored data: a comment, a clear
+    password, an alias line) become ``?``, so no text can start a line of its own; a line of data
+    that is exactly ``.`` is sent as ``..`` (dot-stuffed: it would end the answer)."""
+    if line is END:
+        return line
+    line = line.translate(UNSAFE)
+    return ".." if line == "." else line
 
 
 class Refusal(Exception):
@@ -97,7 +117,12 @@ class Closed(Exception):
 
 
 class Timeout(Exception):
-    """No whole line within the read timeout (or a write blocked as long)."""
+    """No whole line within the read timeout; ``writing``: a write blocked as long (a client that
+    does not read)."""
+
+    def __init__(self, writing: bool = False) -> None:
+        super().__init__("write timeout" if writing else "read timeout")
+        self.writing = writing
 
 
 class TooLong(Exception):
@@ -144,14 +169,18 @@ class Connection:
         self.timeout = timeout
         self.limit = limit
         self.buffer = bytearray()
+        for fd in {rfd, wfd}:
+            os.set_blocking(fd, False)  # a write must never wait longer than the poll allows
         self.read_poll = select.poll()
         self.read_poll.register(rfd, select.POLLIN)
         self.write_poll = select.poll()
         self.write_poll.register(wfd, select.POLLOUT)
 
-    def read_line(self) -> bytes:
-        """The next line without its CR LF; raises :class:`Closed`, :class:`Timeout`, :class:`TooLong`."""
-        deadline = time.monotonic() + self.timeout
+    def read_line(self, deadline: float | None = None) -> bytes:
+        """The next line without its CR LF, by ``deadline`` (``time.monotonic()``; default: the
+        timeout from now); raises :class:`Closed`, :class:`Timeout`, :class:`TooLong`."""
+        if deadline is None:
+            deadline = time.monotonic() + self.timeout
         discarding = False
         buffer = self.buffer
         while True:
@@ -170,6 +199,8 @@ class Connection:
                 raise Timeout()
             try:
                 chunk = os.read(self.rfd, 65536)
+            except BlockingIOError:
+                continue  # readable, then not (another reader of the socket): poll again
             except OSError:
                 raise Closed() from None
             if not chunk:
@@ -177,13 +208,14 @@ class Connection:
             buffer += chunk
 
     def send(self, lines: list[str]) -> None:
-        """Write lines, each ended by CR LF, in as few writes as the socket takes."""
-        data = memoryview("".join(line + "\r\n" for line in lines).encode("utf-8", "surrogateescape"))
+        """Write lines (made :func:`safe_line`), each ended by CR LF, in as few writes as the socket takes."""
+        text = "".join(safe_line(line) + "\r\n" for line in lines)
+        data = memoryview(text.encode("utf-8", "surrogateescape"))
         deadline = time.monotonic() + self.timeout
         while data:
             left = deadline - time.monotonic()
             if left <= 0 or not self.write_poll.poll(left * 1000):
-                raise Timeout()
+                raise Timeout(writing=True)
             try:
                 data = data[os.write(self.wfd, data):]
             except BlockingIOError:

@@ -24,11 +24,14 @@ class Attempt:
     """One authentication attempt: who asks (service, address) and what has been decided so far.
 
     ``log_name`` prefixes every log line (``vchkpw-pop3``, ``vpopmaild``); ``lookup_only`` is a
-    Dovecot userdb lookup, which checks everything but the password.
+    Dovecot userdb lookup, which checks everything but the password; ``log_passwords`` False
+    keeps a wrong password out of the log even at ``logging = p``/``v`` (vpopmaild).
     """
 
     def __init__(self, environ: dict, service: str, ip: str, log_name: str,
-                 log: "vlog.Logger | None" = None, lookup_only: bool = False) -> None:
+                 log: "vlog.Logger | None" = None, lookup_only: bool = False, *,
+                 log_passwords: bool = True) -> None:
+        self.log_passwords = log_passwords
         self.environ = environ
         self.service = service
         self.ip = ip
@@ -235,8 +238,9 @@ def check_password(attempt: Attempt, settings, store, domain, record, password: 
 
 
 def refuse_password(attempt: Attempt, password: bytes) -> None:
-    """Log the wrong password (with the password at logging p/v, as vpopmail) and refuse."""
-    if attempt.log is not None and attempt.log.with_passwords:
+    """Log the wrong password (with the password at logging p/v, as vpopmail, unless the attempt
+    says otherwise) and refuse."""
+    if attempt.log is not None and attempt.log.with_passwords and attempt.log_passwords:
         shown = password.decode("utf-8", "replace")
         attempt.say(vlog.PASSWD, f"password fail (pass: '{shown}') {attempt.who()}")
     else:

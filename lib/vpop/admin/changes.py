@@ -2,47 +2,25 @@
 
 A :class:`UserChange` collects the fields to set (comment, a new password or a stored hash, a
 quota, flag bits to set or clear); :func:`modify_user` applies it in one read-check-write under
-the store's lock: the record is read, the change applied to a copy (a new password hashed in the
-``password_scheme``), the caller's ``allow`` sees the old and the new record and the user's
-effective flags and may refuse (an :class:`~vpop.admin.cli.AdminError`), then the record is
-written once and, when the quota changed, ``maildirsize`` is rewritten.  A refused or failed
-change writes nothing.
+the store's lock (:func:`vpop.admin.users.change_users`, vmoduser's): the record is read, the
+change made (a new password hashed in the ``password_scheme``), the caller's ``allow`` sees the
+old and the new record and the user's effective flags and may refuse (an
+:class:`~vpop.admin.cli.AdminError`), then the record is written once and, when the quota
+changed, ``maildirsize`` is rewritten.  A refused or failed change writes nothing.
 
-The checks of the values themselves (:func:`check_gecos`, :func:`check_crypted`,
-:func:`check_password`) raise vpopmail's texts, so that a protocol can refuse a bad line before
-anything is read from the store.
+The checks of the values themselves (:func:`check_crypted` here, ``check_gecos`` and
+``check_password`` in :mod:`vpop.admin.users`) raise vpopmail's texts, so that a protocol can
+refuse a bad line before anything is read from the store.
 """
 
 import copy
 
-from vpop.admin.cli import MAX_PW_CLEAR_PASSWD, AdminError
+from vpop.admin.cli import AdminError
 from vpop.assign import Domain
 from vpop.config import Settings
 from vpop.stores.base import Store, User
 
 MAX_PW_PASSWD = 128  # pw_passwd char(128)
-
-
-def check_gecos(text: str) -> str:
-    """A comment the vpasswd line and the row can hold (vpopmail: ``bad character``, ``gecos too long``)."""
-    from vpop.admin.users import MAX_PW_GECOS
-
-    if ":" in text or any(ord(c) < 32 or c == "\x7f" for c in text):
-        raise AdminError("Error: bad character", 256 - 20)
-    if len(text) > MAX_PW_GECOS:
-        raise AdminError(f"Error: gecos too long (max={MAX_PW_GECOS})", 256 - 28)
-    return text
-
-
-def check_password(text: str) -> str:
-    """A new clear-text password: not empty, at most 128 characters, no NUL or line break."""
-    if not text:
-        raise AdminError("Error: No password entered")
-    if len(text) > MAX_PW_CLEAR_PASSWD:
-        raise AdminError(f"Error: password too long (max={MAX_PW_CLEAR_PASSWD})", 256 - 27)
-    if any(c in text for c in "\0\r\n"):
-        raise AdminError("Error: bad character", 256 - 20)
-    return text
 
 
 def check_crypted(text: str) -> str:
@@ -68,11 +46,10 @@ class UserChange:
         self.set_bits = 0
         self.clear_bits = 0
 
-    def applied_to(self, settings: Settings, record: User) -> User:
-        """A copy of ``record`` with the change made (a new password hashed by the policy)."""
+    def apply(self, settings: Settings, new: User) -> None:
+        """Make the change in ``new`` (a new password hashed by the policy)."""
         from vpop.admin.users import new_password_hash
 
-        new = copy.copy(record)
         if self.gecos is not None:
             new.gecos = self.gecos
         if self.password is not None:
@@ -85,39 +62,28 @@ class UserChange:
             new.shell = self.quota
         gid = 0 if self.clear_all else new.gid
         new.gid = (gid | self.set_bits) & ~self.clear_bits
-        return new
-
-
-def effective_user_flags(settings: Settings, store: Store, domain: Domain, gid: int) -> int:
-    """``pw_gid`` with the domain's limits (the ``limits`` row or ``.qmailadmin-limits``) OR'ed in."""
-    from vpop.limits import effective_flags, read_limits_file
-
-    limits = store.domain_limits(domain)
-    if limits is None:
-        limits = read_limits_file(domain.dir, settings.etc_dir, domain.uid)
-    return effective_flags(gid, limits)
 
 
 def modify_user(settings: Settings, store: Store, domain: Domain, user: str, change: UserChange, *,
                 shown_domain: str, allow=None) -> User:
-    """Apply ``change`` to ``user``: read, ``allow(old, new, flags)``, write once; returns the new record.
+    """Apply ``change`` to ``user`` through :func:`vpop.admin.users.change_users` (read, edit,
+    one write under the lock, ``maildirsize`` anew when the quota changed); returns the new record.
 
-    ``allow`` raises :class:`AdminError` to refuse (nothing is written); ``flags`` are the
-    user's effective flags before the change.  An unknown user is ``no such user u@d`` (255).
+    ``allow(old, new, flags)`` raises :class:`AdminError` to refuse (nothing is written);
+    ``flags`` are the user's effective flags before the change.  An unknown user is ``no such
+    user u@d`` (255).
     """
-    from vpop.admin.users import get_user, update_maildirsize
+    from vpop.admin.users import change_users, effective_user_flags
 
-    store.connect_for_updates()
-    with store.locked(domain):
-        record = get_user(store, domain, user, shown_domain)
-        new = change.applied_to(settings, record)
+    def edit(record: User) -> None:
+        old = copy.copy(record)
+        change.apply(settings, record)
         if allow is not None:
-            allow(record, new, effective_user_flags(settings, store, domain, record.gid))
-        if not store.update_user(new, domain):
-            raise AdminError(f"no such user {user}@{shown_domain}")
-    if change.quota is not None:
-        update_maildirsize(settings, domain, new)
-    return new
+            allow(old, record, effective_user_flags(settings, store, domain, old.gid))
+
+    missing = AdminError(f"no such user {user}@{shown_domain}")
+    return change_users(settings, store, domain, user, edit, quota_changed=change.quota is not None,
+                        missing=missing)[0]
 
 
 def maildir_usage(settings: Settings, domain: Domain, record: User) -> tuple[int, int]:

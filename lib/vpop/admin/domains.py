@@ -895,6 +895,18 @@ def _new_domain(settings: Settings, store, sql: "MysqlStore | None", name: str, 
     return Domain(name, name, uid, gid, path)
 
 
+def alias_and_real(settings: Settings, first: str, second: str) -> tuple[str, Domain]:
+    """vaddaliasdomain's decision between two names (lower-cased), in either order: the one that
+    exists is the real domain, the other the alias (a checked name, :func:`domain_name`)."""
+    found_first, found_second = known(settings, first), known(settings, second)
+    if found_first is not None and found_second is not None:
+        raise AdminError("Error: Both domains already exist, unable to create alias.")
+    if found_first is None and found_second is None:
+        raise AdminError(f"Error: Neither '{first}' or '{second}'  exist, unable to create alias.")
+    alias, real = (second, found_first) if found_first is not None else (first, found_second)
+    return domain_name(alias), real
+
+
 def add_alias_domain(settings: Settings, alias: str, real: Domain) -> None:
     """vpopmail's ``vaddaliasdomain``: ``alias`` (checked by :func:`domain_name`) points at the real
     domain of ``real``: its control lines, then its users/assign line (the commit), then a HUP."""

@@ -63,7 +63,37 @@ LIMIT_TEXTS = (
 )
 
 
-# ------------------------------------------------------------------ passwords
+# ------------------------------------------------------------------ passwords and comments
+
+BAD_CHARACTER = "Error: bad character"
+
+
+def check_gecos(text: str) -> str:
+    """A comment the vpasswd line and the row can hold: no ``:`` (it splits the vpasswd line)
+    and no control character, at most 64 characters (vpopmail: ``bad character``, ``gecos too long``)."""
+    if ":" in text or any(ord(c) < 32 or c == "\x7f" for c in text):
+        raise AdminError(BAD_CHARACTER, 256 - 20)
+    if len(text) > MAX_PW_GECOS:
+        raise AdminError(f"Error: gecos too long (max={MAX_PW_GECOS})", 256 - 28)
+    return text
+
+
+def check_password_text(text: str) -> str:
+    """A new clear-text password the store can hold, on every store alike: at most 128
+    characters, no ``:`` (it would split the vpasswd line and its clear field), NUL, CR or LF."""
+    if len(text) > MAX_PW_CLEAR_PASSWD:
+        raise AdminError(f"Error: password too long (max={MAX_PW_CLEAR_PASSWD})", 256 - 27)
+    if any(c in text for c in ":\0\r\n"):
+        raise AdminError(BAD_CHARACTER, 256 - 20)
+    return text
+
+
+def check_password(text: str) -> str:
+    """:func:`check_password_text`, and not empty."""
+    if not text:
+        raise AdminError("Error: No password entered")
+    return check_password_text(text)
+
 
 
 def new_password_hash(settings: Settings, password: str, method: str | None = None) -> str:
@@ -205,6 +235,16 @@ def _undo_user_dir(settings: Settings, store: Store, domain: Domain, user_dir: s
 # ------------------------------------------------------------------ the operations
 
 
+def effective_user_flags(settings: Settings, store: Store, domain: Domain, gid: int) -> int:
+    """``pw_gid`` with the domain's limits (the ``limits`` row or ``.qmailadmin-limits``) OR'ed in."""
+    from vpop.limits import effective_flags, read_limits_file
+
+    limits = store.domain_limits(domain)
+    if limits is None:
+        limits = read_limits_file(domain.dir, settings.etc_dir, domain.uid)
+    return effective_flags(gid, limits)
+
+
 def domain_default_quota(settings: Settings, store: Store, domain: Domain) -> str:
     """vadduser's quota without ``-q``: the domain limits' ``default_quota``/``default_maxmsgcount``."""
     from vpop.limits import read_limits_file
@@ -231,12 +271,9 @@ def create_user(settings: Settings, store: Store, domain: Domain, user: str, pas
     write, where vpopmail wrote NOQUOTA and a random password first); on SQL all of it in one
     transaction.  A failure (or a kill, finished by the next command) removes the directory again.
     """
-    if ":" in gecos:
-        raise AdminError("Error: bad character", 256 - 20)
-    if len(gecos) > MAX_PW_GECOS:
-        raise AdminError("Error: gecos too long (max=64)", 256 - 28)
-    if len(password) > MAX_PW_CLEAR_PASSWD:
-        raise AdminError("Error: password too long (max=128)", 256 - 27)
+    check_gecos(gecos)
+    if crypted is None:
+        check_password_text(password)
     quota = format_quota(quota) if quota is not None else domain_default_quota(settings, store, domain)
     if crypted is not None:
         passwd, clear = crypted, ""
@@ -370,19 +407,13 @@ def _is_catchall(domain: Domain, user: str, record: User) -> bool:
 def set_password(settings: Settings, store: Store, domain: Domain, user: str, password: str, *,
                  shown_domain: str) -> User:
     """vpasswd: a new hash (``password_scheme``) and, with clear passwords, the clear text."""
-    if len(password) > MAX_PW_CLEAR_PASSWD:
-        raise AdminError("Error: password too long (max=128)", 256 - 27)
+    check_password_text(password)
     store.connect_for_updates()
     with store.locked(domain):
         record = store.get_user(user, domain)
         if record is None:
             raise AdminError("Error: User does not exist")  # vpopmail: "Error: Illegal username"
-        from vpop.limits import effective_flags, read_limits_file
-
-        limits = store.domain_limits(domain)
-        if limits is None:
-            limits = read_limits_file(domain.dir, settings.etc_dir, domain.uid)
-        if effective_flags(record.gid, limits) & NO_PASSWD_CHNG:
+        if effective_user_flags(settings, store, domain, record.gid) & NO_PASSWD_CHNG:
             raise AdminError(f"Error: password changes are disabled for {user}@{shown_domain}")
         record.passwd = new_password_hash(settings, password)
         record.clear = password if settings.clear_passwords else ""
@@ -440,13 +471,8 @@ def lastauth_lines(store: Store, domain: Domain, record: User) -> list[str]:
 def info_lines(settings: Settings, store: Store, domain: Domain, record: User, fields: str) -> list[str]:
     """vuserinfo's output for one user: ``fields`` is ``a`` (everything) or the single-field
     letters in the order vuserinfo prints them (``n p C u g c d q Q l``)."""
-    from vpop.limits import effective_flags, read_limits_file
-
     if "a" in fields:
-        limits = store.domain_limits(domain)
-        if limits is None:
-            limits = read_limits_file(domain.dir, settings.etc_dir, domain.uid)
-        flags = effective_flags(record.gid, limits)
+        flags = effective_user_flags(settings, store, domain, record.gid)
         lines = [f"name:   {record.name}", f"passwd: {record.passwd}", f"clear passwd: {record.clear}",
                  f"comment/gecos: {record.gecos}", f"uid:    {record.uid}", f"gid:    {record.gid}",
                  f"flags:  {flags}", f"gecos: {record.gecos}"]
