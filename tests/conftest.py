@@ -20,7 +20,7 @@ from typing import Any
 import pymysql
 import pytest
 from helpers import die_with_parent, free_port, remove_tree, shared_tmpdir
-from servers import private_mariadb, read_text
+from servers import create_database, drop_database, private_mariadb, read_text
 from servers import stop as stop_server
 
 # Where Debian puts the server binaries; added in case the test run's PATH lacks the sbin dirs.
@@ -62,12 +62,7 @@ def mysql_db(mariadb: dict[str, Any]) -> Iterator[dict[str, Any]]:
     suffix = secrets.token_hex(4)
     database, user, password = f"t_{suffix}", f"vpop_{suffix}", secrets.token_hex(12)
     root_kwargs = {"unix_socket": mariadb["unix_socket"], "user": "root", "password": ""}
-    conn = _root_connect(mariadb)
-    with conn, conn.cursor() as cur:
-        cur.execute(f"CREATE DATABASE `{database}`")
-        for host in ("%", "localhost"):
-            cur.execute("CREATE USER %s@%s IDENTIFIED BY %s", (user, host, password))
-            cur.execute(f"GRANT ALL PRIVILEGES ON `{database}`.* TO %s@%s", (user, host))
+    create_database(mariadb, database, user, password)
     try:
         yield {
             "database": database,
@@ -79,18 +74,7 @@ def mysql_db(mariadb: dict[str, Any]) -> Iterator[dict[str, Any]]:
             "root": root_kwargs,
         }
     finally:
-        conn = _root_connect(mariadb)
-        with conn, conn.cursor() as cur:
-            # A connection the test left open could hold a metadata lock and block DROP DATABASE.
-            cur.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = %s", (user,))
-            for (thread_id,) in cur.fetchall():
-                try:
-                    cur.execute("KILL %s", (thread_id,))
-                except pymysql.err.OperationalError:
-                    pass  # already gone
-            cur.execute(f"DROP DATABASE IF EXISTS `{database}`")
-            for host in ("%", "localhost"):
-                cur.execute("DROP USER IF EXISTS %s@%s", (user, host))
+        drop_database(mariadb, database, user)
 
 
 @pytest.fixture

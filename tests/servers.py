@@ -128,6 +128,31 @@ def private_mariadb(extra: tuple[str, ...] = ()) -> Iterator[dict[str, Any]]:
         remove_tree(base)
 
 
+def create_database(server: dict[str, Any], database: str, user: str, password: str) -> None:
+    """A database and an application user with ALL on it (as @'%' and @'localhost': TCP clients
+    appear as 127.0.0.1 because of --skip-name-resolve, socket clients as localhost)."""
+    conn = root_connection(server)
+    with conn, conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE `{database}`")
+        for host in ("%", "localhost"):
+            cur.execute("CREATE USER %s@%s IDENTIFIED BY %s", (user, host, password))
+            cur.execute(f"GRANT ALL PRIVILEGES ON `{database}`.* TO %s@%s", (user, host))
+
+
+def drop_database(server: dict[str, Any], database: str, user: str) -> None:
+    """The database and its user gone, after killing any connection of the user's left open (it
+    could hold a metadata lock and block DROP DATABASE)."""
+    conn = root_connection(server)
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = %s", (user,))
+        for (thread_id,) in cur.fetchall():
+            with contextlib.suppress(pymysql.err.OperationalError):
+                cur.execute("KILL %s", (thread_id,))
+        cur.execute(f"DROP DATABASE IF EXISTS `{database}`")
+        for host in ("%", "localhost"):
+            cur.execute("DROP USER IF EXISTS %s@%s", (user, host))
+
+
 def root_connection(server: dict[str, Any]) -> Any:
     """root over the server's unix socket, autocommit."""
     return pymysql.connect(unix_socket=server["unix_socket"], user="root", password="", autocommit=True)

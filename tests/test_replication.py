@@ -23,8 +23,8 @@ import pymysql
 import pytest
 from helpers import VPOPMAIL_GID, VPOPMAIL_UID, fd3_payload, program
 from qmysql import POPUSER_UID, USERS_GID, QmailMysqlTree, getpw_fields, load_qmail_schema
-from servers import replicated_mariadb, root_connection, wait_for_replica
-from tree import REMOTE_IP, Tree, load_schema, mysql_line
+from servers import create_database, drop_database, replicated_mariadb, root_connection, wait_for_replica
+from tree import REMOTE_IP, Tree, load_schema, mysql_line, mysql_rows
 
 PASSWORD = "secret"
 MESSAGE = b"From: alice@example.org\nTo: carol@example.com\nSubject: lag\n\nafter the lag\n"
@@ -49,22 +49,13 @@ def dbs(pair: tuple[dict[str, Any], dict[str, Any]]) -> Iterator[tuple[dict[str,
     primary, replica = pair
     suffix = secrets.token_hex(4)
     database, user, password = f"r_{suffix}", f"rv_{suffix}", secrets.token_hex(12)
-    conn = root_connection(primary)
-    with conn, conn.cursor() as cur:
-        cur.execute(f"CREATE DATABASE `{database}`")
-        for host in ("%", "localhost"):
-            cur.execute("CREATE USER %s@%s IDENTIFIED BY %s", (user, host, password))
-            cur.execute(f"GRANT ALL PRIVILEGES ON `{database}`.* TO %s@%s", (user, host))
+    create_database(primary, database, user, password)
     wait_for_replica(primary, replica)
     try:
         yield server_db(primary, database, user, password), server_db(replica, database, user, password)
     finally:
         start_sql_thread(replica)
-        conn = root_connection(primary)
-        with conn, conn.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS `{database}`")
-            for host in ("%", "localhost"):
-                cur.execute("DROP USER IF EXISTS %s@%s", (user, host))
+        drop_database(primary, database, user)
         wait_for_replica(primary, replica)
 
 
@@ -123,6 +114,13 @@ def site(dbs: tuple[dict[str, Any], dict[str, Any]],
         tree.servers = pair
         tree.syslog_lines()
         yield tree
+
+
+def billing_row(site: Tree, name: str) -> None:
+    """A user row with a blank pw_dir, as a billing system inserts it, on the primary."""
+    mysql_rows(site.primary, "INSERT INTO vpopmail (pw_name, pw_domain, pw_passwd, pw_uid, pw_gid, "
+                             "pw_gecos, pw_dir, pw_shell, pw_clear_passwd) VALUES (%s, 'example.com', %s, 0, "
+                             "0, %s, '', 'NOQUOTA', '')", (name, site.bob.passwd, name))
 
 
 def own_credentials(tree: Tree) -> None:
@@ -224,13 +222,7 @@ def test_a_user_added_on_the_primary_is_not_bounced_while_the_replica_lags(site:
 def test_a_billing_row_with_a_blank_dir_during_the_lag(site: Tree) -> None:
     """The row is on the primary only; its pw_dir is filled there, once."""
     stop_sql_thread(site.servers[1])
-    conn = pymysql.connect(unix_socket=site.primary["unix_socket"], user=site.primary["user"],
-                           password=site.primary["password"], database=site.primary["database"],
-                           autocommit=True)
-    with conn, conn.cursor() as cur:
-        cur.execute("INSERT INTO vpopmail (pw_name, pw_domain, pw_passwd, pw_uid, pw_gid, pw_gecos, pw_dir, "
-                    "pw_shell, pw_clear_passwd) VALUES ('erin', 'example.com', %s, 0, 0, 'erin', '', "
-                    "'NOQUOTA', '')", (site.bob.passwd,))
+    billing_row(site, "erin")
     delivered = site.deliver("erin@example.com", MESSAGE)
     assert delivered.returncode == 0, delivered.stdout
     erin_dir = user_dir(site, site.primary, "erin")
@@ -240,11 +232,7 @@ def test_a_billing_row_with_a_blank_dir_during_the_lag(site: Tree) -> None:
 def test_a_user_deleted_on_the_primary_but_still_on_the_replica(site: Tree) -> None:
     """Not worth more than the lag: the replica's answer is used (the mail goes to the old dir)."""
     stop_sql_thread(site.servers[1])
-    conn = pymysql.connect(unix_socket=site.primary["unix_socket"], user=site.primary["user"],
-                           password=site.primary["password"], database=site.primary["database"],
-                           autocommit=True)
-    with conn, conn.cursor() as cur:
-        cur.execute("DELETE FROM vpopmail WHERE pw_name = 'bob'")
+    mysql_rows(site.primary, "DELETE FROM vpopmail WHERE pw_name = 'bob'")
     assert site.deliver("bob@example.com", MESSAGE).returncode == 0
     assert len(new_mail(site.bob.dir)) == 1
 
@@ -291,13 +279,7 @@ def test_replica_down_the_primary_answers(site: Tree, dead_mysql: dict[str, Any]
 
 def test_primary_down_reads_go_on_and_wished_for_writes_are_skipped(site: Tree,
                                                                      dead_mysql: dict[str, Any]) -> None:
-    conn = pymysql.connect(unix_socket=site.primary["unix_socket"], user=site.primary["user"],
-                           password=site.primary["password"], database=site.primary["database"],
-                           autocommit=True)
-    with conn, conn.cursor() as cur:
-        cur.execute("INSERT INTO vpopmail (pw_name, pw_domain, pw_passwd, pw_uid, pw_gid, pw_gecos, pw_dir, "
-                    "pw_shell, pw_clear_passwd) VALUES ('erin', 'example.com', %s, 0, 0, 'erin', '', "
-                    "'NOQUOTA', '')", (site.bob.passwd,))
+    billing_row(site, "erin")
     wait_for_replica(*site.servers)
     write_lines(site, site.replica, dead_mysql)
     assert login(site, "bob@example.com").returncode == 0  # lastauth is only wished for

@@ -180,6 +180,18 @@ class Database:
             with self.writer().cursor() as cursor:
                 return run(cursor)
 
+    def failed_transaction(self, conn, exc: BaseException) -> DatabaseFailure:
+        """After a statement of a transaction failed: roll it back (a lost connection is dropped
+        instead); returns the error for the caller to raise."""
+        if _connection_lost(exc):
+            self._drop(conn)
+        else:
+            try:
+                conn.rollback()
+            except self._errors():
+                pass
+        return DatabaseFailure(f"database update failed: {self._describe(exc)}")
+
     def _drop(self, conn) -> None:
         """Forget a connection that failed, so that the next use connects again."""
         try:

@@ -175,8 +175,7 @@ class MysqlStore(Store):
 
     def _transaction(self, statements: list[tuple[str, tuple]]) -> list[int]:
         """Run the statements in one transaction (a missing table counts as no rows); all or nothing."""
-        from vpop.errors import DatabaseFailure
-        from vpop.sqldb import _code, _connection_lost
+        from vpop.sqldb import _code
 
         conn = self.db.writer()
         errors = self.db._errors()
@@ -193,14 +192,7 @@ class MysqlStore(Store):
                         counts.append(0)
             conn.commit()
         except errors as exc:
-            if _connection_lost(exc):
-                self.db._drop(conn)
-            else:
-                try:
-                    conn.rollback()
-                except errors:
-                    pass
-            raise DatabaseFailure(f"database update failed: {self.db._describe(exc)}") from None
+            raise self.db.failed_transaction(conn, exc) from None
         return counts
 
     def list_users(self, domain: Domain) -> list[User]:
@@ -217,8 +209,7 @@ class MysqlStore(Store):
         """One transaction: the domain's rows read ``FOR UPDATE``, then the removed ones deleted
         (with their lastauth rows), the new ones inserted and the changed ones updated, each
         with ``executemany`` in batches.  Any error rolls the whole domain back."""
-        from vpop.errors import DatabaseFailure
-        from vpop.sqldb import _code, _connection_lost
+        from vpop.sqldb import _code
         from vpop.stores.base import Plan
 
         many = self.settings.many_domains
@@ -272,14 +263,7 @@ class MysqlStore(Store):
             else:
                 conn.commit()
         except errors as exc:
-            if _connection_lost(exc):
-                self.db._drop(conn)
-            else:
-                try:
-                    conn.rollback()
-                except errors:
-                    pass
-            raise DatabaseFailure(f"database update failed: {self.db._describe(exc)}") from None
+            raise self.db.failed_transaction(conn, exc) from None
         if progress is not None:
             progress(plan.unchanged + (len(plan.added) + len(plan.changed) if dry_run else 0))
         return plan
