@@ -61,6 +61,23 @@ def _paths(value: str) -> tuple[str, ...]:
 _PROCESS_NAME = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
+def _socket_path(value: str) -> str:
+    """``none`` (no lookup daemon) or an absolute path short enough for a unix socket."""
+    if value == "none":
+        return value
+    if len(value.encode()) > 107:
+        raise ValueError("a unix socket path has at most 107 bytes")
+    return _path(value)
+
+
+def _users(value: str) -> tuple[str, ...]:
+    """Space-separated user names or uids (resolved by the lookup daemon when it starts)."""
+    names = tuple(value.split())
+    if any(not _PROCESS_NAME.issuperset(name) for name in names):
+        raise ValueError("expected user names or numbers separated by spaces")
+    return names
+
+
 def _signal_target(value: str) -> str:
     """``none``, a pid file (an absolute path), or the name of the processes to signal."""
     if value.startswith("/") or value == "none" or (value and _PROCESS_NAME.issuperset(value)):
@@ -110,6 +127,14 @@ _KEYS = {
     "virtual_prefix": (_text, "qmysql"),
     # vmail-sql
     "vmail_sql_credentials": (_path, None),
+    # vlookupd, the shared lookup daemon, and its clients
+    "lookup_socket": (_socket_path, "none"),
+    "lookup_timeout": (_number, 5),
+    "lookup_workers": (_number, 4),
+    "lookup_cache_seconds": (_number, 30),
+    "lookup_cache_entries": (_number, 10000),
+    "lookup_trusted_users": (_users, ("vpopmail",)),
+    "lookup_getpw_users": (_users, ("qmailp",)),
 }
 
 
@@ -152,6 +177,13 @@ class Settings:
     rcpthosts_manual: str
     virtual_prefix: str
     vmail_sql_credentials: str
+    lookup_socket: str
+    lookup_timeout: int
+    lookup_workers: int
+    lookup_cache_seconds: int
+    lookup_cache_entries: int
+    lookup_trusted_users: tuple[str, ...]
+    lookup_getpw_users: tuple[str, ...]
 
     def __init__(self, values: dict | None = None, path: str = "") -> None:
         self.path = path

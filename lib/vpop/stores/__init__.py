@@ -3,8 +3,16 @@
 from vpop.errors import ConfigError
 
 
-def open_store(settings, log=None):
-    """The store the settings name (``store = cdb | mysql | qmail-mysql | vmail-sql``)."""
+def open_store(settings, log=None, *, via_daemon: bool = False):
+    """The store the settings name (``store = cdb | mysql | qmail-mysql | vmail-sql``).
+
+    ``via_daemon``: when ``lookup_socket`` is set, the same store asked through vlookupd
+    (:class:`vpop.stores.daemon.DaemonStore`), which falls back to this one by itself.
+    """
+    if via_daemon and settings.lookup_socket != "none":
+        from vpop.stores.daemon import DaemonStore
+
+        return DaemonStore(settings, log)
     if settings.store == "cdb":
         from vpop.stores.cdb import CdbStore
 

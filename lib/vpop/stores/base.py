@@ -5,18 +5,18 @@ A store never prints and never exits: it returns records or raises
 """
 
 from vpop.assign import Domain
+from vpop.flags import (  # noqa: F401 - the pw_gid flag bits, where the stores' users look for them
+    BOUNCE_MAIL,
+    NO_DIALUP,
+    NO_IMAP,
+    NO_PASSWD_CHNG,
+    NO_POP,
+    NO_RELAY,
+    NO_SMTP,
+    NO_WEBMAIL,
+    V_OVERRIDE,
+)
 from vpop.names import ascii_lower
-
-# pw_gid flag bits (vpopmail.h)
-NO_PASSWD_CHNG = 0x01
-NO_POP = 0x02
-NO_WEBMAIL = 0x04
-NO_IMAP = 0x08
-BOUNCE_MAIL = 0x10
-NO_RELAY = 0x20
-NO_DIALUP = 0x40
-NO_SMTP = 0x800
-V_OVERRIDE = 0x2000
 
 
 class User:
@@ -164,6 +164,12 @@ class Store:
     def as_mail_user(self, domain: Domain):
         """Context for updates: the file-based stores write as the domain's uid (see privileges)."""
         return _NO_SWITCH
+
+    def domain(self, name: str) -> Domain | None:
+        """The domain ``name`` (lower case) as qmail routes it: users/assign (``users/cdb``)."""
+        from vpop import assign
+
+        return assign.lookup(self.settings.qmail_home, name)
 
     def valias_lines(self, alias: str, domain: Domain) -> list[str]:
         """Delivery lines of a valias (SQL stores with ``valias = yes``); none by default."""
