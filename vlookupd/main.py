@@ -181,10 +181,10 @@ class Master:
 
     def run(self) -> int:
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
-        for index in range(self.count):
-            self.spawn(index)
         self.log.send(f"started: {self.count} workers, store {self.settings.store}, "
                       f"socket {self.settings.lookup_socket}")
+        for index in range(self.count):
+            self.spawn(index)
         while True:
             now = time.monotonic()
             for index, when in list(self.pending.items()):
