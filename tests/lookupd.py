@@ -163,13 +163,14 @@ class Daemon:
         import json
         import sys
 
-        code = ("import json, socket, sys; sys.path.insert(0, sys.argv[1]); from lookupd import frame, read_frame;"
+        code = ("import json, socket, sys; sys.path.insert(0, sys.argv[1]);"
+                "from lookupd import frame, read_frame;"
                 "s = socket.socket(socket.AF_UNIX); s.settimeout(10); s.connect(sys.argv[2]);"
                 "s.sendall(frame(sys.argv[3], [tuple(p) for p in json.loads(sys.argv[4])]));"
                 "st, pairs = read_frame(s); print(json.dumps([st, [[k, v.decode()] for k, v in pairs]]))")
-        done = subprocess.run([sys.executable, "-I", "-c", code, str(Path(__file__).parent), str(self.socket), op,
-                               json.dumps([list(p) for p in fields])], capture_output=True, text=True, timeout=30,
-                              preexec_fn=as_uid(uid))
+        argv = [sys.executable, "-I", "-c", code, str(Path(__file__).parent), str(self.socket), op,
+                json.dumps([list(p) for p in fields])]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, preexec_fn=as_uid(uid))
         assert done.returncode == 0, done.stderr
         status, pairs = json.loads(done.stdout)
         answer: dict[str, bytes] = {}

@@ -41,7 +41,8 @@ class Twins:
     def config(self, through_daemon: bool) -> str:
         if through_daemon:
             return str(self.tree.config)
-        lines = [line for line in self.tree.config.read_text().split("\n") if not line.startswith("lookup_socket")]
+        text = self.tree.config.read_text()
+        lines = [line for line in text.split("\n") if not line.startswith("lookup_socket")]
         self.direct_config.write_text("\n".join(lines) + "\nlookup_socket = none\n")
         return str(self.direct_config)
 
@@ -210,7 +211,8 @@ def test_vchkpw_rehash_on_login(twins: Twins) -> None:
         return _change_user(tree, "bob").passwd[:3]
 
     result = same(lambda through: twins.login(pop(), through), state, reset)
-    assert result[0] == 0 and any("password rehashed md5-crypt -> sha512-crypt" in line[2] for line in result[4])
+    assert result[0] == 0
+    assert any("password rehashed md5-crypt -> sha512-crypt" in line[2] for line in result[4])
 
 
 def _change_user(tree: Tree, name: str, **fields: Any) -> Any:
@@ -292,12 +294,12 @@ def test_vdelivermail_valias(twins: Twins) -> None:
 
     conn = mysql_connect(tree.db)
     with conn, conn.cursor() as cur:
-        cur.execute("INSERT INTO valias (alias, domain, valias_line) VALUES ('sales', 'example.com', %s)",
-                    (tree.bob.dir + "/Maildir/",))
-        cur.execute("INSERT INTO valias (alias, domain, valias_line) VALUES ('team-default', 'example.com', %s)",
-                    (tree.bob.dir + "/Maildir/",))
+        for alias in ("sales", "team-default"):
+            cur.execute("INSERT INTO valias (alias, domain, valias_line) VALUES (%s, 'example.com', %s)",
+                        (alias, tree.bob.dir + "/Maildir/"))
     for address in ("sales@example.com", "team-anyone@example.com"):
-        result = same(lambda through, a=address: twins.deliver(a, through), lambda: newest_message(tree.bob.dir))
+        result = same(lambda through, a=address: twins.deliver(a, through),
+                      lambda: newest_message(tree.bob.dir))
         assert result[:2] == (0, b"vdelivermail: valiases processed\n")
 
 

@@ -2,7 +2,7 @@
 
 from collections.abc import Sequence
 
-from vpop.admin import cli
+from vpop.admin import cli, notify
 
 USAGE = """vmoduser: usage: [options] email_addr or domain (for each user in domain)
 options: -v ( display the vpopmail version number )
@@ -99,6 +99,7 @@ def command(args: Sequence[str]) -> int:
             record.shell = quota
         if not store.update_user(record, found):
             raise cli.AdminError(f"no such user {record.name}@{found.real}")
+        notify.user_changed(settings, record.name, found.real)
         if quota is not None:
             users.update_maildirsize(settings, found, record)
 

@@ -101,7 +101,12 @@ def convert_domain(source: Store, target: Store, domain: Domain, *, dry_run: boo
     records = source.list_users(domain)
     if not records and target.list_users(domain):
         raise TemporaryFailure(f"the source has no users of {domain.real}: target left as it is")
-    return target.replace_users(domain, records, dry_run=dry_run, progress=progress)
+    plan = target.replace_users(domain, records, dry_run=dry_run, progress=progress)
+    if plan and not dry_run:
+        from vpop.admin.notify import domain_changed
+
+        domain_changed(target.settings, domain.real)
+    return plan
 
 
 # ------------------------------------------------------------------ passwd + shadow

@@ -17,6 +17,7 @@ import stat
 
 from vpop import assign
 from vpop.admin.cli import MAX_PW_CLEAR_PASSWD, AdminError
+from vpop.admin.notify import user_changed
 from vpop.assign import Domain
 from vpop.config import Settings
 from vpop.stores.base import NO_PASSWD_CHNG, Store, User
@@ -281,6 +282,7 @@ def create_user(settings: Settings, store: Store, domain: Domain, user: str, pas
 
             with store.as_mail_user(domain):
                 store.set_lastauth(record, domain, NULL_REMOTE_IP, int(clock.now() if now is None else now))
+    user_changed(settings, user, domain.real)
     return record
 
 
@@ -304,6 +306,7 @@ def add_user(settings: Settings, domain: str, user: str, password: str, *, quota
         record = User(user, found.real, new_password_hash(settings, password, hash_method), 0, flags,
                       gecos or user, path, quota, password if settings.clear_passwords else "")
         store.add_user(record, found)
+        user_changed(settings, user, found.real)
         return record
     finally:
         if own:
@@ -332,6 +335,7 @@ def delete_user(settings: Settings, store: Store, domain: Domain, user: str) -> 
             raise AdminError("Error: can't delete catchall account", 256 - 55)
         if not store.delete_user(user, domain):
             raise AdminError("Error: User does not exist", 256 - 10)
+    user_changed(settings, user, domain.real)
     if record.dir:
         store.release_user_subdir(domain, record.dir, user)
         remove_user_dir(settings, domain, record.dir)
@@ -371,6 +375,7 @@ def set_password(settings: Settings, store: Store, domain: Domain, user: str, pa
         record.passwd = new_password_hash(settings, password)
         record.clear = password if settings.clear_passwords else ""
         store.update_user(record, domain)
+    user_changed(settings, user, domain.real)
     return record
 
 
@@ -380,6 +385,7 @@ def set_quota(settings: Settings, store: Store, domain: Domain, record: User, qu
     with store.locked(domain):
         if not store.update_user(record, domain):
             raise AdminError("Error: User does not exist", 256 - 10)
+    user_changed(settings, record.name, domain.real)
     update_maildirsize(settings, domain, record)
 
 
