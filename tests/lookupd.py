@@ -28,21 +28,22 @@ def frame(word: str, fields: Sequence[tuple[str, str | bytes | int]]) -> bytes:
 
 
 def read_frame(sock: socket.socket) -> tuple[str, list[tuple[str, bytes]]]:
-    data = b""
-    while b"\n" not in data:
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise ConnectionError(f"closed after {data!r}")
-        data += chunk
-    header, _, rest = data.partition(b"\n")
-    version, word, length = header.split(b" ")
+    """One answer, read to its last byte and no further (the next one stays in the socket)."""
+    header = b""
+    while not header.endswith(b"\n"):
+        byte = sock.recv(1)
+        if not byte:
+            raise ConnectionError(f"closed after {header!r}")
+        header += byte
+    version, word, length = header[:-1].split(b" ")
     assert version == b"VL1"
+    rest = b""
     while len(rest) < int(length):
-        chunk = sock.recv(65536)
+        chunk = sock.recv(int(length) - len(rest))
         if not chunk:
             raise ConnectionError("closed in the body")
         rest += chunk
-    items = rest[:int(length)].split(b"\0")[:-1]
+    items = rest.split(b"\0")[:-1]
     return word.decode(), [(items[i].decode(), items[i + 1]) for i in range(0, len(items), 2)]
 
 

@@ -11,11 +11,15 @@ returns them.  Nothing negative is cached (an unknown user is asked again every 
 the cached answers would *refuse* is never refused on them: :meth:`CachingStore.recheck` reads
 every served answer again from the store; when they are the same the refusal stands (so the
 password is checked once, as on the direct path), else the decision is made again on the new ones.
-Writes through this store (a blank ``pw_dir`` filled, a rehash) void the cache.
+Writes through this store (a blank ``pw_dir`` filled, a rehash) void the cache; a login decided on
+cached answers whose lastauth or relay write finds the database down is decided again without them
+(so it is the 111 the direct path gives).
 """
 
 import time
 from collections import OrderedDict
+
+from vpop.errors import DatabaseFailure
 
 _MISSING = object()
 
@@ -94,6 +98,7 @@ class CachingStore:
         self.invalidate = invalidate  # voids every worker's cache
         self.use_cache = use_cache and cache.enabled
         self.served: list[tuple[str, tuple, object]] = []
+        self.database_failed = False  # a write after the decision found the database down
 
     def __getattr__(self, name: str):
         return getattr(self.store, name)
@@ -137,6 +142,21 @@ class CachingStore:
             self.row.add("cache_changed")
             self.invalidate()
         return unchanged
+
+    def set_lastauth(self, record, domain, ip: str, now: int) -> None:
+        self._write("set_lastauth", (record, domain, ip, now))
+
+    def open_relay(self, ip: str, now: int) -> None:
+        self._write("open_relay", (ip, now))
+
+    def _write(self, method: str, args: tuple) -> None:
+        """The engine logs these failures and lets the login in; a login decided on cached answers
+        must not: the database is down, and without the cache the answer would have been 111."""
+        try:
+            getattr(self.store, method)(*args)
+        except DatabaseFailure:
+            self.database_failed = True
+            raise
 
     def set_user_dir(self, record, domain, path: str) -> str:
         try:

@@ -114,6 +114,9 @@ def auth(worker, peer, fields) -> tuple[str, list]:
         if failed is not None and use_cache and not store.recheck():
             start_again()  # decided on answers that changed since: decide again on the new ones
             continue
+        if failed is None and store.served and store.database_failed:
+            start_again()  # a yes from the cache while the database is down: ask the database
+            continue
         break
     if attempt.log is not None:
         attempt.log.flush()
