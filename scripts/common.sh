@@ -16,6 +16,7 @@ VPOP_GID=89
 VPOP_APT_PACKAGES=(
     mariadb-server mariadb-client
     dovecot-core dovecot-imapd dovecot-pop3d
+    dovecot-auth-lua lua-socket # the Lua passdb/userdb asking vlookupd (conf/vlookupd.lua)
     ucspi-tcp
     python3-venv
     tzdata                      # the tests set far-off zones (Pacific/Kiritimati, America/St_Johns)
@@ -40,6 +41,8 @@ vpop_have_system_tools() {
         command -v "$tool" >/dev/null 2>&1 || return 1
     done
     [ -x /usr/lib/dovecot/checkpassword-reply ] || return 1
+    [ -e /usr/lib/dovecot/modules/auth/libauthdb_lua.so ] || return 1
+    compgen -G "/usr/lib/*/lua/5.4/socket/unix.so" >/dev/null || return 1
     [ -e /usr/share/zoneinfo/Pacific/Kiritimati ] || return 1
     /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || return 1
 }

@@ -58,7 +58,7 @@ class PeerLogger(vlog.Logger):
 
 
 def _attempt(worker, peer, fields):
-    from vpop.auth import DOVECOT_SERVICES, IMAP, POP, SMTP, WEBMAIL, Attempt, detect_service
+    from vpop.auth import IMAP, POP, SMTP, WEBMAIL, Attempt, detect_service
 
     environ = {name: fields.text(name) for name in ("VPOPMAIL_DOMAIN", "TCPLOCALIP")
                if fields.get(name) is not None}
@@ -67,12 +67,10 @@ def _attempt(worker, peer, fields):
         if service not in (SMTP, POP, IMAP, WEBMAIL):
             raise BadRequest(f"unknown service {service!r}")
         log_name, ip = fields.text("log_name") or f"vchkpw-{service}", fields.text("ip")
-    else:  # Dovecot's Lua script: what its checkpassword driver would have set
+    else:  # Dovecot's Lua script: what its checkpassword driver would have set, decided as vchkpw does
         for name in ("TCPLOCALPORT", "TCPREMOTEIP", "SERVICE"):
             if fields.get(name) is not None:
                 environ[name] = fields.text(name)
-        if environ.get("SERVICE", "").lower() not in DOVECOT_SERVICES:
-            raise BadRequest("a request without service needs SERVICE (imap, pop3, ...)")
         from vpop.names import remote_ip
 
         service, log_name, _ = detect_service(environ, "")
