@@ -61,7 +61,9 @@ class Daemon:
 
     def __init__(self, tree: Any, workers: int = 2, start: bool = True, **settings: Any) -> None:
         self.tree = tree
-        self.socket = Path(tree.root) / "vlookupd.sock"
+        run = Path(tree.root) / "run"  # root's, 0755: nobody else can take the socket's name
+        run.mkdir(mode=0o755, exist_ok=True)
+        self.socket = run / "vlookupd.sock"
         self.workers = workers
         tree.write_settings(lookup_socket=self.socket, lookup_workers=workers, **settings)
         self.proc: subprocess.Popen[bytes] | None = None

@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 from helpers import VPOPMAIL_GID, VPOPMAIL_UID, fd3_payload, program, run_checkpassword
-from lookupd import Daemon, frame, read_frame
+from lookupd import Daemon, as_uid, frame, read_frame
 from qmysql import POPUSER_UID, USERS_GID, QmailMysqlTree, empty_tables, getpw_fields
 from servers import private_mariadb
 from tree import Tree, load_schema, read_record
@@ -334,6 +335,29 @@ def test_deliveries_never_use_the_cache(daemon: Daemon, tree: Tree) -> None:
 # faults: a dead, stopped or lost daemon; a database that goes away behind a running daemon
 
 
+def test_a_socket_taken_by_another_uid_is_not_the_daemon(tree: Tree) -> None:
+    """Someone binds the socket's name (here: in the tree's world-writable root) and says yes to
+    everything: vchkpw (root) and vdelivermail do not take its word, they decide themselves."""
+    path = tree.root / "fake.sock"
+    tree.write_settings(lookup_socket=path)
+    ok = frame("ok", [("name", "bob"), ("uid", 89), ("gid", 89), ("home", "/"), ("full_name", "bob@x"),
+                      ("real", "example.com"), ("dir", "/tmp"), ("shell", "NOQUOTA")])
+    code = ("import socket, sys\n"
+            "s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(8); print('up', flush=True)\n"
+            "while True:\n"
+            "    c, _ = s.accept(); c.recv(65536); c.sendall(bytes.fromhex(sys.argv[2])); c.close()\n")
+    fake = subprocess.Popen([sys.executable, "-I", "-c", code, str(path), ok.hex()], stdout=subprocess.PIPE,
+                            preexec_fn=as_uid(NOBODY))
+    try:
+        assert fake.stdout is not None and fake.stdout.readline() == b"up\n"
+        done, record = tree.login(pop(password="wrong"))
+        assert (done.returncode, record) == (1, None)  # decided directly: a wrong password
+        assert tree.deliver("nobody@example.com", MESSAGE).returncode == 100  # no such user, directly
+    finally:
+        fake.kill()
+        fake.wait()
+
+
 def test_without_a_daemon_everything_works_directly(tree: Tree) -> None:
     tree.write_settings(lookup_socket=tree.root / "vlookupd.sock")  # named, never started
     assert tree.login(pop())[0].returncode == 0
@@ -566,8 +590,9 @@ def test_no_database_driver_through_the_daemon(sql_tree: Tree, getpw_site: Qmail
     tree = sql_tree
 
     def imports(through: bool) -> dict[str, bytes]:
-        tree.write_settings(lookup_socket=tree.root / "vlookupd.sock" if through else "none")
-        getpw_site.write_settings(lookup_socket=getpw_site.root / "vlookupd.sock" if through else "none")
+        if not through:
+            tree.write_settings(lookup_socket="none")
+            getpw_site.write_settings(lookup_socket="none")
         login = importtime([program("vchkpw"), "/bin/true"], fd3=pop(), env=tree.env())
         assert login.returncode == 0, login.stderr
         delivery = tree.deliver("bob@example.com", MESSAGE, argv=[

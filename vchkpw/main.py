@@ -13,7 +13,6 @@ from vpop import log as vlog
 from vpop.auth import SMTP, Attempt
 from vpop.errors import AuthFailure, ConfigError, TemporaryFailure, UsageError, VpopError, raised_at
 from vpop.log import stderr_line as _stderr
-from vpop.privileges import ActingAs
 
 FD3_LIMIT = 512
 _NOT_RUNNABLE = ("vchkpw is only for talking with qmail-popup and qmail-pop3d. "
@@ -151,6 +150,7 @@ def enter_home(login: Login, ident: auth.Grant) -> None:
             login.say(vlog.INTERNAL, f"chdir failed errno {exc.errno} {ident.home} {login.who()}")
             raise TemporaryFailure("cannot enter the home directory", 6) from None
     from vpop.dirs import remake_user_dir
+    from vpop.privileges import ActingAs
 
     domain = ident.domain
     try:

@@ -68,6 +68,11 @@ def bind_socket(path: str) -> socket.socket:
     """The listening socket at ``path`` (mode 0666: the peer's uid decides, not the mode)."""
     directory = os.path.dirname(path)
     os.makedirs(directory, 0o755, exist_ok=True)
+    info = os.stat(directory)
+    if info.st_uid != 0 or info.st_mode & 0o022:
+        vlog.stderr_line(f"vlookupd: warning: {directory} can be written by others than root: another "
+                         f"program could take the socket's name (vchkpw and vdelivermail check that the "
+                         f"daemon is root, Dovecot's Lua script cannot); use a root-owned 0755 directory")
     if os.path.lexists(path):
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         probe.settimeout(1)

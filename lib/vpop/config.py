@@ -10,7 +10,6 @@ import os
 
 from vpop.errors import ConfigError
 from vpop.numbers import ascii_number
-from vpop.passwords import POLICY_SCHEMES as _POLICY_SCHEMES  # cheap: it imports _operator only
 
 DEFAULT_PATH = "/etc/vpop/vpop.conf"
 
@@ -46,6 +45,14 @@ def _choice(*allowed: str):
         return value
 
     return parse
+
+
+def _policy_scheme(value: str) -> str:
+    """One of :data:`vpop.passwords.POLICY_SCHEMES` (imported only when the key is set: a program
+    that checks no password through its own code, as vchkpw asking vlookupd, never loads it)."""
+    from vpop.passwords import POLICY_SCHEMES
+
+    return _choice(*POLICY_SCHEMES)(value)
 
 
 def _path(value: str) -> str:
@@ -104,7 +111,7 @@ _KEYS = {
     "tcp_file": (_path, None),
     "rebuild_tcpserver_file": (_boolean, True),
     "exit_codes": (_choice(*_EXIT_CODES), "checkpassword"),
-    "password_scheme": (_choice(*_POLICY_SCHEMES), "sha512-crypt"),
+    "password_scheme": (_policy_scheme, "sha512-crypt"),
     "rehash_on_login": (_boolean, False),
     "mysql_credentials": (_path, None),
     "mysql_limits": (_boolean, False),

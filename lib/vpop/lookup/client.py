@@ -109,13 +109,14 @@ class Client:
                 self.sock = sock
                 sock.settimeout(self.timeout)
                 sock.connect(self.path)
+                check_daemon(sock)
             self.sock.settimeout(max(deadline - time.monotonic(), 0.001))
             self.sock.sendall(frame)
             header = self._read_line(deadline)
             word, length = parse_header(header)
             body = self._read_exactly(length, deadline)
             answer = decode_body(body)
-        except (OSError, ProtocolError, ValueError) as exc:
+        except (OSError, ProtocolError, ValueError, Unavailable) as exc:
             self.close()
             raise Unavailable(str(exc) or exc.__class__.__name__) from None
         if word in UNANSWERED:
@@ -148,6 +149,18 @@ class Client:
             self.buffer += self._receive(deadline)
         data, self.buffer = self.buffer[:length], self.buffer[length:]
         return data
+
+
+def check_daemon(sock) -> None:
+    """The peer must be root (or this process's own uid): whoever else bound the socket's path is
+    not the daemon, and must not decide logins (vchkpw runs as root and setuids to the answer)."""
+    import _socket
+    import sys
+
+    creds = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)  # struct ucred: pid, uid, gid
+    uid = int.from_bytes(creds[4:8], sys.byteorder)
+    if uid != 0 and uid != os.geteuid():
+        raise Unavailable(f"the socket's peer is uid {uid}, not root")
 
 
 def open_client(settings) -> Client | None:
