@@ -283,6 +283,19 @@ def make_home(
     return path
 
 
+def wait_for_log(log: Path, text: str, timeout: float = 5) -> str:
+    """The file's text once it holds ``text`` (a server writes its log a moment later), or after
+    ``timeout`` seconds whatever it holds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        content = log.read_text(errors="replace") if log.exists() else ""
+        if text in content or time.monotonic() > deadline:
+            return content
+        time.sleep(0.05)
+
+
 def remove_tree(path: str | os.PathLike[str]) -> None:
     """rmtree that never fails a teardown."""
     shutil.rmtree(path, ignore_errors=True)

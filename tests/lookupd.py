@@ -47,6 +47,26 @@ def read_frame(sock: socket.socket) -> tuple[str, list[tuple[str, bytes]]]:
     return word.decode(), [(items[i].decode(), items[i + 1]) for i in range(0, len(items), 2)]
 
 
+def change_user(tree: Any, name: str, domain: str = "example.com", **fields: Any) -> Any:
+    """The user's record, changed first in the store itself (as vmoduser would, or a billing
+    system behind the admin tools' back: the daemon is not told)."""
+    from vpop import assign
+    from vpop.stores import open_store
+
+    settings = tree.settings()
+    store = open_store(settings)
+    try:
+        found = assign.lookup(settings.qmail_home, domain)
+        record = store.get_user(name, found)
+        if fields:
+            for key, value in fields.items():
+                setattr(record, key, value)
+            assert store.update_user(record, found)
+        return record
+    finally:
+        store.close()
+
+
 def as_uid(uid: int, gid: int | None = None):
     """preexec_fn: run the child as ``uid`` (and ``gid``, default the same number)."""
     def preexec() -> None:

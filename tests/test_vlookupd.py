@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from helpers import VPOPMAIL_GID, VPOPMAIL_UID, fd3_payload, program, run_checkpassword
-from lookupd import Daemon, as_uid, frame, read_frame
+from lookupd import Daemon, as_uid, change_user, frame, read_frame
 from qmysql import POPUSER_UID, USERS_GID, QmailMysqlTree, empty_tables, getpw_fields
 from servers import private_mariadb
 from tree import Tree, load_schema, read_record
@@ -66,23 +66,6 @@ def sql_tree(mysql_db: dict[str, Any]) -> Iterator[Tree]:
 def messages(user_dir: str) -> list[bytes]:
     new = Path(user_dir) / "Maildir" / "new"
     return [path.read_bytes() for path in sorted(new.iterdir())]
-
-
-def set_record(tree: Tree, name: str, **fields: Any) -> None:
-    """Change a user's record in the store behind the admin tools' back (as a billing system would)."""
-    from vpop import assign
-    from vpop.stores import open_store
-
-    settings = tree.settings()
-    store = open_store(settings)
-    try:
-        domain = assign.lookup(settings.qmail_home, "example.com")
-        record = store.get_user(name, domain)
-        for key, value in fields.items():
-            setattr(record, key, value)
-        assert store.update_user(record, domain)
-    finally:
-        store.close()
 
 
 def new_hash(password: str) -> str:
@@ -250,7 +233,7 @@ def test_a_refusal_is_never_served_from_the_cache(daemon: Daemon, tree: Tree) ->
     # record refuses it, the daemon reads the record again and decides on that.
     for _ in range(3):
         assert tree.login(pop())[0].returncode == 0
-    set_record(tree, "bob", passwd=new_hash("billing-pw"))
+    change_user(tree, "bob", passwd=new_hash("billing-pw"))
     for _ in range(3):
         assert tree.login(pop(password="billing-pw"))[0].returncode == 0
     stats = daemon.stats()
@@ -259,11 +242,11 @@ def test_a_refusal_is_never_served_from_the_cache(daemon: Daemon, tree: Tree) ->
 
 
 def test_a_service_flag_lifted_behind_its_back_is_seen(daemon: Daemon, tree: Tree) -> None:
-    set_record(tree, "carol", gid=0x02)  # NO_POP
+    change_user(tree, "carol", gid=0x02)  # NO_POP
     env = {"TCPLOCALPORT": "143"}
     for _ in range(3):  # IMAP is allowed: carol's record (with NO_POP) is cached
         assert tree.login(pop("carol@example.com", "carol-pw"), **env)[0].returncode == 0
-    set_record(tree, "carol", gid=0)
+    change_user(tree, "carol", gid=0)
     assert tree.login(pop("carol@example.com", "carol-pw"))[0].returncode == 0  # POP, not refused
     assert "pop access denied" not in " ".join(tree.syslog_lines())
 
@@ -285,7 +268,7 @@ def test_stale_positive_answers_until_invalidated(daemon: Daemon, tree: Tree) ->
     cached (at most lookup_cache_seconds); ``vlookupd --invalidate`` ends that at once."""
     for _ in range(4):
         assert tree.login(pop())[0].returncode == 0
-    set_record(tree, "bob", passwd=new_hash("other"))
+    change_user(tree, "bob", passwd=new_hash("other"))
     results = {tree.login(pop())[0].returncode for _ in range(4)}
     assert 0 in results  # the cached record (each worker had it)
     done = subprocess.run([program("vlookupd"), "--invalidate", "bob@example.com"], env=tree.env(),
@@ -297,7 +280,7 @@ def test_stale_positive_answers_until_invalidated(daemon: Daemon, tree: Tree) ->
 def test_cached_answers_expire(tree: Tree) -> None:
     with Daemon(tree, workers=1, lookup_cache_seconds=1) as daemon:
         assert tree.login(pop())[0].returncode == 0
-        set_record(tree, "bob", passwd=new_hash("other"))
+        change_user(tree, "bob", passwd=new_hash("other"))
         assert tree.login(pop())[0].returncode == 0  # still cached
         time.sleep(1.2)
         assert tree.login(pop())[0].returncode == 1
@@ -324,7 +307,7 @@ def test_no_cache_at_all(tree: Tree) -> None:
 def test_deliveries_never_use_the_cache(daemon: Daemon, tree: Tree) -> None:
     assert tree.login(pop())[0].returncode == 0
     assert tree.deliver("bob@example.com", MESSAGE).returncode == 0
-    set_record(tree, "bob", gid=0x10)  # BOUNCE_MAIL, behind the admin tools' back
+    change_user(tree, "bob", gid=0x10)  # BOUNCE_MAIL, behind the admin tools' back
     done = tree.deliver("bob@example.com", MESSAGE)
     assert (done.returncode, done.stdout) == (100, b"vdelivermail: account is locked email bounced "
                                                    b"bob@example.com\n")
@@ -454,17 +437,6 @@ def test_no_socket_setting(tree: Tree) -> None:
     done = run_vlookupd(tree)
     assert (done.returncode, done.stderr) == (
         111, f"vlookupd: {tree.config}: lookup_socket is not set: vlookupd has no socket to serve\n".encode())
-
-
-@pytest.fixture
-def stopped(mariadb: dict[str, Any]) -> Iterator[None]:
-    """The session's MariaDB stopped (SIGSTOP) for the test's body, continued whatever happens."""
-    pid = mariadb["proc"].pid
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(pid, signal.SIGCONT)
 
 
 def test_a_hung_database_behind_a_running_daemon(sql_tree: Tree, mariadb: dict[str, Any]) -> None:

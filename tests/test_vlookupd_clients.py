@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from helpers import VPOPMAIL_GID, VPOPMAIL_UID, fd3_payload, program
-from lookupd import Daemon
+from lookupd import Daemon, change_user
 from passlib import hash as ph
 from qmysql import POPUSER_UID, USERS_GID, QmailMysqlTree, empty_tables
 from tree import Tree, load_schema, mysql_rows
@@ -205,44 +205,32 @@ def test_vchkpw_rehash_on_login(twins: Twins) -> None:
     md5 = ph.md5_crypt.using(salt="twinsalt").hash(PASSWORD)
 
     def reset() -> None:
-        _change_user(tree, "bob", passwd=md5)
+        change_user(tree, "bob", passwd=md5)
 
     def state() -> str:
-        return _change_user(tree, "bob").passwd[:3]
+        return change_user(tree, "bob").passwd[:3]
 
     result = same(lambda through: twins.login(pop(), through), state, reset)
     assert result[0] == 0
     assert any("password rehashed md5-crypt -> sha512-crypt" in line[2] for line in result[4])
 
 
-def _change_user(tree: Tree, name: str, **fields: Any) -> Any:
-    """The user's record in the store, with ``fields`` changed first (as vmoduser would)."""
-    from vpop import assign
-    from vpop.stores import open_store
-
-    settings = tree.settings()
-    store = open_store(settings)
-    try:
-        domain = assign.lookup(settings.qmail_home, "example.com")
-        record = store.get_user(name, domain)
-        if fields:
-            for key, value in fields.items():
-                setattr(record, key, value)
-            assert store.update_user(record, domain)
-        return record
-    finally:
-        store.close()
-
-
-def test_vchkpw_blank_dir(twins: Twins) -> None:
-    tree = twins.tree
-    user_dir = tree.domain_dir("example.com") / "newbie"
+def blank_user(tree: Tree, name: str) -> tuple[Path, Callable[[], None]]:
+    """A user as billing inserts it (no directory, blank ``pw_dir``), and the reset that makes it so again."""
+    user_dir = tree.domain_dir("example.com") / name
 
     def reset() -> None:
         from helpers import remove_tree
 
         remove_tree(user_dir)
-        tree.add_user("example.com", "newbie", "newbie-pw", blank_dir=True)
+        tree.add_user("example.com", name, f"{name}-pw", blank_dir=True)
+
+    return user_dir, reset
+
+
+def test_vchkpw_blank_dir(twins: Twins) -> None:
+    tree = twins.tree
+    user_dir, reset = blank_user(tree, "newbie")
 
     def state() -> Any:
         return sorted(p.name for p in (user_dir / "Maildir").iterdir()), user_dir.stat().st_uid
@@ -272,16 +260,10 @@ def test_vdelivermail(twins: Twins, address: str) -> None:
 
 def test_vdelivermail_blank_dir(twins: Twins) -> None:
     tree = twins.tree
-    user_dir = tree.domain_dir("example.com") / "fresh"
-
-    def reset() -> None:
-        from helpers import remove_tree
-
-        remove_tree(user_dir)
-        tree.add_user("example.com", "fresh", "fresh-pw", blank_dir=True)
+    user_dir, reset = blank_user(tree, "fresh")
 
     def state() -> Any:
-        return _change_user(tree, "fresh").dir, newest_message(str(user_dir))
+        return change_user(tree, "fresh").dir, newest_message(str(user_dir))
 
     result_state = same(lambda through: twins.deliver("fresh@example.com", through), state, reset)
     assert result_state[0] == 0

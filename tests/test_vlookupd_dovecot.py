@@ -18,11 +18,10 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import REPO_ROOT, VPOPMAIL_GID, VPOPMAIL_UID, program
+from helpers import REPO_ROOT, VPOPMAIL_GID, VPOPMAIL_UID, program, wait_for_log
 from lookupd import Daemon
 from tree import Tree, load_schema
 
@@ -122,24 +121,28 @@ def put_message(tree: Tree, domain: str, name: str) -> None:
     os.chown(path, VPOPMAIL_UID, VPOPMAIL_GID)
 
 
-class IMAP(imaplib.IMAP4):
-    """imaplib's client from a chosen local address (127.0.0.1 makes vpopmail see a webmail)."""
+class FromSource:
+    """imaplib's and poplib's clients from a chosen local address (from 127.0.0.1 vpopmail sees a
+    webmail login); ``source`` is set before the base class connects."""
 
-    def __init__(self, port: int, source: str) -> None:
-        self.source = source
-        super().__init__("127.0.0.1", port)
+    source = "127.0.0.1"
+    host: str
+    port: int
 
-    def _create_socket(self, timeout):  # type: ignore[override]
+    def _create_socket(self, timeout):
         return socket.create_connection((self.host, self.port), timeout, source_address=(self.source, 0))
 
 
-class POP(poplib.POP3):
+class IMAP(FromSource, imaplib.IMAP4):
     def __init__(self, port: int, source: str) -> None:
         self.source = source
-        super().__init__("127.0.0.1", port)
+        imaplib.IMAP4.__init__(self, "127.0.0.1", port)
 
-    def _create_socket(self, timeout):  # type: ignore[override]
-        return socket.create_connection((self.host, self.port), timeout, source_address=(self.source, 0))
+
+class POP(FromSource, poplib.POP3):
+    def __init__(self, port: int, source: str) -> None:
+        self.source = source
+        poplib.POP3.__init__(self, "127.0.0.1", port)
 
 
 def imap_login(server: dict[str, Any], login: str, password: str, source: str = "127.0.0.1") -> IMAP:
@@ -178,15 +181,6 @@ def pop_refused(server: dict[str, Any], login: str, password: str, source: str =
     finally:
         pop.close()
     return str(failed.value)
-
-
-def wait_for_log(log: Path, text: str, timeout: float = 5) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        content = log.read_text(errors="replace") if log.exists() else ""
-        if text in content or time.monotonic() > deadline:
-            return content
-        time.sleep(0.05)
 
 
 def test_imap_login(tree: Tree, server: dict[str, Any]) -> None:

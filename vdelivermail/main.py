@@ -49,9 +49,7 @@ def with_store(settings, deliver) -> int:
 
 def run(argv: list[str], environ: dict) -> int:
     """One delivery; returns the exit code or raises a VpopError."""
-    from vpop.bounce import LOOPING
     from vpop.config import load_settings
-    from vpop.delivery import Delivery, Message, is_looping
     from vpop.names import ascii_lower, valid_domain, valid_user
 
     if len(argv) != 3:
@@ -76,13 +74,8 @@ def run(argv: list[str], environ: dict) -> int:
         return deliver_vmail_sql(settings, environ, user, domain_name, argv[2])
 
     def deliver(store) -> int:
-        domain = store.domain(domain_name)  # users/assign
-        if domain is None:
-            raise TemporaryFailure(f"vdelivermail: domain {domain_name} is not in users/assign")
-        message = Message(0)
-        delivery = Delivery(settings, environ, message, user, domain)
-        if is_looping(message, f"{user}@{domain.real}", environ.get("DTLINE", "")):
-            raise PermanentFailure(LOOPING)
+        delivery = start_delivery(settings, environ, store, user, domain_name, "users/assign")
+        domain = delivery.domain
         if settings.valias and deliver_valias(delivery, store, user, domain, user_ext):
             _out("vdelivermail: valiases processed\n")
             return 0
@@ -98,19 +91,28 @@ def run(argv: list[str], environ: dict) -> int:
     return with_store(settings, deliver)
 
 
-def deliver_vmail_sql(settings, environ: dict, user: str, domain_name: str, instruction: str) -> int:
-    """vmail-sql in the order of its Exim directors: forwarders, the popbox, ``_default_``."""
+def start_delivery(settings, environ: dict, store, user: str, domain_name: str, where: str):
+    """The recipient's domain (``where`` names what the store reads: 111 when it is not there),
+    the message on stdin and the loop check: a :class:`vpop.delivery.Delivery` to carry out."""
     from vpop.bounce import LOOPING
     from vpop.delivery import Delivery, Message, is_looping
 
+    domain = store.domain(domain_name)
+    if domain is None:
+        raise TemporaryFailure(f"vdelivermail: domain {domain_name} is not in {where}")
+    message = Message(0)
+    delivery = Delivery(settings, environ, message, user, domain)
+    if is_looping(message, f"{user}@{domain.real}", environ.get("DTLINE", "")):
+        raise PermanentFailure(LOOPING)
+    return delivery
+
+
+def deliver_vmail_sql(settings, environ: dict, user: str, domain_name: str, instruction: str) -> int:
+    """vmail-sql in the order of its Exim directors: forwarders, the popbox, ``_default_``."""
+
     def deliver(store) -> int:
-        domain = store.domain(domain_name)
-        if domain is None:
-            raise TemporaryFailure(f"vdelivermail: domain {domain_name} is not in the domain table")
-        message = Message(0)
-        delivery = Delivery(settings, environ, message, user, domain)
-        if is_looping(message, f"{user}@{domain.real}", environ.get("DTLINE", "")):
-            raise PermanentFailure(LOOPING)
+        delivery = start_delivery(settings, environ, store, user, domain_name, "the domain table")
+        domain = delivery.domain
         for local in (user, None, "_default_"):
             if local is None:
                 mailbox = store.popbox(user, domain)

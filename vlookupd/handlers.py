@@ -167,6 +167,14 @@ def _domain(worker, fields):
     return worker.store().domain(name)
 
 
+def _existing_domain(worker, fields):
+    """The request's domain; one that does not exist is vdelivermail's 111 (a write needs it)."""
+    found = _domain(worker, fields)
+    if found is None:
+        raise TemporaryFailure(f"vdelivermail: domain {fields.text('domain')} is not in users/assign")
+    return found
+
+
 def _need(fields, *names: str) -> list[str]:
     values = []
     for name in names:
@@ -198,11 +206,16 @@ def user(worker, peer, fields) -> tuple[str, list]:
     return "ok", answer
 
 
-def valias(worker, peer, fields) -> tuple[str, list]:
-    (alias,) = _need(fields, "alias")
+def _listed(worker, fields, name_key: str, method: str, answer_key: str) -> tuple[str, list]:
+    """A store method's list for a name in the request's domain: one ``answer_key`` field each."""
+    (name,) = _need(fields, name_key)
     found = _domain(worker, fields)
-    lines = [] if found is None else worker.store().valias_lines(alias, found)
-    return "ok", [("line", line) for line in lines]
+    values = [] if found is None else getattr(worker.store(), method)(name, found)
+    return "ok", [(answer_key, value) for value in values]
+
+
+def valias(worker, peer, fields) -> tuple[str, list]:
+    return _listed(worker, fields, "alias", "valias_lines", "line")
 
 
 def setdir(worker, peer, fields) -> tuple[str, list]:
@@ -210,9 +223,7 @@ def setdir(worker, peer, fields) -> tuple[str, list]:
     from vpop.stores.base import User
 
     name, path = _need(fields, "user", "path")
-    found = _domain(worker, fields)
-    if found is None:
-        raise TemporaryFailure(f"vdelivermail: domain {fields.text('domain')} is not in users/assign")
+    found = _existing_domain(worker, fields)
     store = worker.store()
     with store.as_mail_user(found):  # the stores read the record again under their lock
         stored = store.set_user_dir(User(name, found.real), found, path)
@@ -224,9 +235,7 @@ def subdir(worker, peer, fields) -> tuple[str, list]:
     """The next hashed directory of the domain (MySQL's ``dir_control``), as the domain's uid."""
     from vpop.privileges import ActingAs
 
-    found = _domain(worker, fields)
-    if found is None:
-        raise TemporaryFailure(f"vdelivermail: domain {fields.text('domain')} is not in users/assign")
+    found = _existing_domain(worker, fields)
     with ActingAs(found.uid, found.gid):
         path = worker.store().next_user_subdir(found, None, None)
     return "ok", [("subdir", path)]
@@ -240,10 +249,7 @@ def popbox(worker, peer, fields) -> tuple[str, list]:
 
 
 def forwarders(worker, peer, fields) -> tuple[str, list]:
-    (local,) = _need(fields, "local")
-    found = _domain(worker, fields)
-    targets = [] if found is None else worker.store().forwarders(local, found)
-    return "ok", [("target", target) for target in targets]
+    return _listed(worker, fields, "local", "forwarders", "target")
 
 
 def getpw(worker, peer, fields) -> tuple[str, list]:

@@ -14,6 +14,24 @@ from vpop.lookup.client import Client, Unavailable, failure
 from vpop.stores.base import Account, Store, User
 
 
+def _or_direct(method):
+    """The method asks the daemon; when it cannot answer, the direct store's method of the same name
+    does the work (and so does every later call: the daemon is not asked again)."""
+
+    def call(self, *args):
+        try:
+            return method(self, *args)
+        except Unavailable:
+            if self.client is not None:
+                self.client.close()
+                self.client = None
+            return getattr(self.direct(), method.__name__)(*args)
+
+    call.__name__ = method.__name__
+    call.__doc__ = method.__doc__
+    return call
+
+
 class DaemonStore:
     """The store's reads and the delivery's writes through the daemon (see the module)."""
 
@@ -39,18 +57,13 @@ class DaemonStore:
         return getattr(self.direct(), name)
 
     def _ask(self, op: str, fields: list):
-        """The daemon's answer (status, fields); None when it cannot answer (ask the direct store).
+        """The daemon's answer (status, fields); raises Unavailable when it cannot answer.
 
         ``temp`` is the outcome itself (the database is down behind the daemon): raised.
         """
         if self.client is None:
-            return None
-        try:
-            status, answer = self.client.ask(op, fields)
-        except Unavailable:
-            self.client.close()
-            self.client = None
-            return None
+            raise Unavailable("the daemon did not answer before")
+        status, answer = self.client.ask(op, fields)
         if status == "temp":
             raise failure(answer)
         return status, answer
@@ -63,12 +76,10 @@ class DaemonStore:
 
     # ------------------------------------------------------------------ reads
 
+    @_or_direct
     def domain(self, name: str):
         """The domain as the store resolves it (users/assign; vmail-sql's domain tables)."""
-        found = self._ask("domain", [("domain", name)])
-        if found is None:
-            return self.direct().domain(name)
-        status, answer = found
+        status, answer = self._ask("domain", [("domain", name)])
         if status != "ok":
             return None
         from vpop.assign import Domain
@@ -76,41 +87,33 @@ class DaemonStore:
         return Domain(name, answer.text("real"), answer.number("uid"), answer.number("gid"),
                       answer.text("dir"))
 
+    @_or_direct
     def get_user(self, user: str, domain) -> User | None:
-        found = self._ask("user", [("user", user), ("domain", domain.name)])
-        if found is None:
-            return self.direct().get_user(user, domain)
-        status, answer = found
+        status, answer = self._ask("user", [("user", user), ("domain", domain.name)])
         if status != "ok":
             return None
         return User(answer.text("name"), domain.real, "", answer.number("uid"), answer.number("gid"),
                     answer.text("gecos"), answer.text("dir"), answer.text("shell"))
 
+    @_or_direct
     def valias_lines(self, alias: str, domain) -> list[str]:
-        found = self._ask("valias", [("alias", alias), ("domain", domain.name)])
-        if found is None:
-            return self.direct().valias_lines(alias, domain)
-        return [line.decode("utf-8", "surrogateescape") for line in found[1].all("line")]
+        _, answer = self._ask("valias", [("alias", alias), ("domain", domain.name)])
+        return [line.decode("utf-8", "surrogateescape") for line in answer.all("line")]
 
+    @_or_direct
     def popbox(self, local: str, domain) -> str | None:
-        found = self._ask("popbox", [("local", local), ("domain", domain.name)])
-        if found is None:
-            return self.direct().popbox(local, domain)
-        status, answer = found
+        status, answer = self._ask("popbox", [("local", local), ("domain", domain.name)])
         return answer.text("mailbox") if status == "ok" else None
 
+    @_or_direct
     def forwarders(self, local: str, domain) -> list[str]:
-        found = self._ask("forwarders", [("local", local), ("domain", domain.name)])
-        if found is None:
-            return self.direct().forwarders(local, domain)
-        return [target.decode("utf-8", "surrogateescape") for target in found[1].all("target")]
+        _, answer = self._ask("forwarders", [("local", local), ("domain", domain.name)])
+        return [target.decode("utf-8", "surrogateescape") for target in answer.all("target")]
 
+    @_or_direct
     def mailbox(self, username: str) -> Account | None:
         """qmail-getpw's question: the ``mailbox`` row's name, uid, gid and home (no password)."""
-        found = self._ask("getpw", [("name", username)])
-        if found is None:
-            return self.direct().mailbox(username)
-        status, answer = found
+        status, answer = self._ask("getpw", [("name", username)])
         if status != "ok":
             return None
         return Account(answer.text("name"), answer.number("uid"), answer.number("gid"), answer.text("home"),
@@ -118,21 +121,19 @@ class DaemonStore:
 
     # ------------------------------------------------------------------ a delivery's writes
 
+    @_or_direct
     def set_user_dir(self, record: User, domain, path: str) -> str:
-        found = self._ask("setdir", [("user", record.name), ("domain", domain.name), ("path", path)])
-        if found is None:
-            return self.direct().set_user_dir(record, domain, path)
-        record.dir = found[1].text("dir")
+        _, answer = self._ask("setdir", [("user", record.name), ("domain", domain.name), ("path", path)])
+        record.dir = answer.text("dir")
         return record.dir
 
+    @_or_direct
     def next_user_subdir(self, domain, uid: int | None, gid: int | None) -> str:
         """MySQL keeps the count in ``dir_control`` (asked of the daemon); the others in files,
         written here as the process's own uid."""
-        if self.settings.store == "mysql":
-            found = self._ask("subdir", [("domain", domain.name)])
-            if found is not None:
-                return found[1].text("subdir")
-        return self.direct().next_user_subdir(domain, uid, gid)
+        if self.settings.store != "mysql":
+            return self.direct().next_user_subdir(domain, uid, gid)
+        return self._ask("subdir", [("domain", domain.name)])[1].text("subdir")
 
     def make_user_dir(self, domain, user: str, uid: int | None, gid: int | None) -> str:
         return Store.make_user_dir(self, domain, user, uid, gid)
