@@ -17,27 +17,7 @@ from vpop.flags import (  # noqa: F401 - the pw_gid flag bits, where the stores'
     V_OVERRIDE,
 )
 from vpop.names import ascii_lower
-
-
-class User:
-    """A vpopmail user record (``struct vqpasswd``)."""
-
-    __slots__ = ("name", "domain", "passwd", "uid", "gid", "gecos", "dir", "shell", "clear")
-
-    def __init__(self, name: str, domain: str, passwd: str = "", uid: int = 0, gid: int = 0,
-                 gecos: str = "", dir: str = "", shell: str = "", clear: str = "") -> None:
-        self.name = name
-        self.domain = domain
-        self.passwd = passwd
-        self.uid = uid
-        self.gid = gid
-        self.gecos = gecos
-        self.dir = dir
-        self.shell = shell
-        self.clear = clear
-
-    def __repr__(self) -> str:
-        return f"<User {self.name}@{self.domain} dir={self.dir!r} flags={self.gid:#x}>"
+from vpop.records import Account, User  # noqa: F401 - the stores' records, where their callers look
 
 
 def to_int(value) -> int:
@@ -465,28 +445,3 @@ def release_subdir_file(domain: Domain, user_dir: str, name: str) -> None:
                        uid, domain.gid)
     finally:
         os.close(fd)
-
-
-class Account:
-    """A login of the account-based stores (qmail-mysql ``mailbox``, vmail-sql ``popbox``).
-
-    ``scheme`` names how ``password`` is stored; ``problem`` is set when the row cannot be
-    used for a login (unknown password type, NULL hash, duplicate rows) and says why.
-    """
-
-    __slots__ = ("name", "uid", "gid", "home", "password", "scheme", "suspended", "mailbox", "problem")
-
-    def __init__(self, name: str, uid: int, gid: int, home: str, password: str | None, scheme: str,
-                 suspended: bool = False, mailbox: str = "", problem: str = "") -> None:
-        self.name = name
-        self.uid = uid
-        self.gid = gid
-        self.home = home
-        self.password = password
-        self.scheme = scheme
-        self.suspended = suspended
-        self.mailbox = mailbox
-        self.problem = problem
-
-    def __repr__(self) -> str:
-        return f"<Account {self.name} {self.uid}:{self.gid} {self.home} {self.scheme}>"

@@ -11,7 +11,7 @@ Anything else (a method only the direct store has) is handed to the direct store
 """
 
 from vpop.lookup.client import Client, Unavailable, failure
-from vpop.stores.base import Account, Store, User
+from vpop.records import Account, User
 
 
 def _or_direct(method):
@@ -136,4 +136,6 @@ class DaemonStore:
         return self._ask("subdir", [("domain", domain.name)])[1].text("subdir")
 
     def make_user_dir(self, domain, user: str, uid: int | None, gid: int | None) -> str:
+        from vpop.stores.base import Store
+
         return Store.make_user_dir(self, domain, user, uid, gid)
