@@ -48,22 +48,6 @@ class SettingsFile:
         return config_identity(self.path) != self.identity
 
 
-def resolve_users(names) -> set[int]:
-    """uids of user names or numbers; unknown names are left out (and reported)."""
-    import pwd
-
-    uids = set()
-    for name in names:
-        if name.isdigit():
-            uids.add(int(name))
-            continue
-        try:
-            uids.add(pwd.getpwnam(name).pw_uid)
-        except KeyError:
-            vlog.stderr_line(f"vlookupd: no user {name}: left out of the lookup_*_users")
-    return uids
-
-
 def bind_socket(path: str) -> socket.socket:
     """The listening socket at ``path`` (mode 0666: the peer's uid decides, not the mode)."""
     directory = os.path.dirname(path)
@@ -102,8 +86,7 @@ class Master:
         self.load = load
         self.log = log
         self.count = settings.lookup_workers
-        self.trust = Trust(resolve_users(settings.lookup_trusted_users),
-                           resolve_users(settings.lookup_getpw_users))
+        self.trust = Trust.of(settings)
         self.stats = SharedStats(self.count)
         self.listener = bind_socket(settings.lookup_socket)
         self.pids: dict[int, int] = {}  # pid -> worker index

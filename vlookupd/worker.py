@@ -43,12 +43,34 @@ class Peer:
         self.cls = cls
 
 
+def resolve_users(names) -> set[int]:
+    """uids of user names or numbers; unknown names are left out (and reported)."""
+    import pwd
+
+    from vpop.log import stderr_line
+
+    uids = set()
+    for name in names:
+        if name.isdigit():
+            uids.add(int(name))
+            continue
+        try:
+            uids.add(pwd.getpwnam(name).pw_uid)
+        except KeyError:
+            stderr_line(f"vlookupd: no user {name}: left out of the lookup_*_users")
+    return uids
+
+
 class Trust:
     """uid -> peer class (see the module)."""
 
     def __init__(self, trusted: set[int], getpw: set[int]) -> None:
         self.trusted = trusted | {0}
         self.getpw = getpw - self.trusted
+
+    @classmethod
+    def of(cls, settings) -> "Trust":
+        return cls(resolve_users(settings.lookup_trusted_users), resolve_users(settings.lookup_getpw_users))
 
     def classify(self, uid: int) -> str | None:
         if uid in self.trusted:
@@ -149,11 +171,11 @@ class Worker:
     def same_settings(self, fields) -> bool:
         """The client's settings file is the daemon's (read again if it changed meanwhile)."""
         wanted = fields.get("config_id")
-        if wanted is None or wanted.decode() == self.identity:
+        if wanted is None or wanted.decode("ascii", "replace") == self.identity:
             return True
         if self.load.changed():
             self.reload()
-        return wanted.decode() == self.identity
+        return wanted.decode("ascii", "replace") == self.identity
 
     def reload(self) -> None:
         self.reload_wanted = False
@@ -164,6 +186,7 @@ class Worker:
             return
         self.reset_store()
         self.settings, self.identity = settings, identity
+        self.trust = Trust.of(settings)
         self.cache = Cache(settings.lookup_cache_seconds, settings.lookup_cache_entries, self.stats)
 
     # ------------------------------------------------------------------ requests
