@@ -517,6 +517,31 @@ def test_changed_settings_are_followed(daemon: Daemon, tree: Tree) -> None:
     assert daemon.stats()["stale"] == 0
 
 
+def eventually(check, timeout: float = 10) -> bool:
+    """``check()`` is true now or becomes true within ``timeout`` seconds (signals are relayed)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_hup_reads_the_credentials_again(sql_tree: Tree) -> None:
+    tree = sql_tree
+    good = (tree.etc / "vpopmail.mysql").read_text()
+    with Daemon(tree) as daemon:
+        assert daemon.proc is not None
+        assert tree.login(pop())[0].returncode == 0
+        tree.write_mysql_credentials(dict(tree.db, password="not-the-password"), tcp=True)
+        assert tree.login(pop())[0].returncode == 0  # its connections are still the old ones
+        os.kill(daemon.proc.pid, signal.SIGHUP)
+        assert eventually(lambda: tree.login(pop())[0].returncode == 111)
+        (tree.etc / "vpopmail.mysql").write_text(good)
+        os.kill(daemon.proc.pid, signal.SIGHUP)
+        assert eventually(lambda: tree.login(pop())[0].returncode == 0)
+
+
 def test_a_client_with_other_settings_is_not_answered(daemon: Daemon, tree: Tree) -> None:
     other = tree.root / "other.conf"
     other.write_text(tree.config.read_text() + "auth_logging = no\n")
