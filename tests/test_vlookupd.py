@@ -383,7 +383,7 @@ def test_a_stopped_daemon_is_waited_for_lookup_timeout_only(tree: Tree) -> None:
     daemon.pause()
     try:
         started = time.monotonic()
-        assert tree.login(pop(), )[0].returncode == 0
+        assert tree.login(pop())[0].returncode == 0
         assert tree.deliver("bob@example.com", MESSAGE).returncode == 0
         assert time.monotonic() - started < 20  # two waits of about 1 s, not a hang
     finally:
