@@ -217,8 +217,9 @@ def measure_refusals(runs: int, store: str, mysql: dict | None = None) -> None:
             handle.writelines(kept)
 
 
-def measure_getpw(runs: int, db: dict) -> None:
-    """qmail-getpw for an existing mailbox user on the qmail-mysql store."""
+def measure_getpw(runs: int, db: dict, through_daemon: bool = False) -> None:
+    """qmail-getpw for an existing mailbox user on the qmail-mysql store (through vlookupd: against
+    ``python -I -S``, the vlookupd budget's floor)."""
     import pymysql
 
     base = tempfile.mkdtemp(prefix="vpop-bench-getpw-", dir="/tmp")
@@ -238,13 +239,20 @@ def measure_getpw(runs: int, db: dict) -> None:
     conn = pymysql.connect(unix_socket=db["unix_socket"], user="root", database=db["database"],
                            autocommit=True)
     with conn.cursor() as cur:
+        cur.execute("DROP TABLE IF EXISTS mailbox")
         load_schema(cur, "qmail-mysql.sql")
         cur.execute("INSERT INTO mailbox (username, uid, gid, home, password, password_type) "
                     "VALUES ('iain', 800, 100, %s, 'x', 'Password')", (home,))
     conn.close()
     env = {"PATH": "/usr/bin:/bin", "VPOP_CONFIG": config}
-    seconds, floor = timed(runs, [f"{VENV_BIN}/qmail-getpw", "iain-slowlaris"], env)
-    report("qmail-getpw, qmail-mysql store", seconds, floor, 5.0)
+    argv = [f"{VENV_BIN}/qmail-getpw", "iain-slowlaris"]
+    if not through_daemon:
+        seconds, floor = timed(runs, argv, env)
+        report("qmail-getpw, qmail-mysql store", seconds, floor, 5.0)
+        return
+    with lookup_daemon(config, f"{base}/vlookupd.sock"):
+        seconds, floor = timed(runs, argv, env)
+    report("qmail-getpw, qmail-mysql, via vlookupd (-S)", seconds, floor, 1.4)
 
 
 def measure_vmail_sql(runs: int, db: dict) -> None:
@@ -451,6 +459,81 @@ def _listening_port(pid: int) -> int:
     return 0
 
 
+class lookup_daemon:  # noqa: N801 - a context manager, named for what it holds
+    """The installed vlookupd serving ``config`` (its ``lookup_socket`` set to ``socket_path``)."""
+
+    def __init__(self, config: str, socket_path: str, workers: int = 4) -> None:
+        self.config = config
+        with open(config, "a") as handle:
+            handle.write(f"lookup_socket = {socket_path}\nlookup_workers = {workers}\n")
+        self.proc = None
+
+    def __enter__(self) -> "lookup_daemon":
+        import subprocess
+
+        from vpop.config import load_settings
+        from vpop.lookup.client import tell
+
+        self.proc = subprocess.Popen([f"{VENV_BIN}/vlookupd"], env={"PATH": "/usr/bin:/bin",
+                                     "VPOP_CONFIG": self.config}, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        settings = load_settings({"VPOP_CONFIG": self.config})
+        deadline = time.monotonic() + 20
+        while tell(settings, "hello", []) is None:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("vlookupd did not start")
+            time.sleep(0.05)
+        time.sleep(0.5)  # every worker connected
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def measure_daemon(runs: int, db: dict) -> None:
+    """vchkpw and a 4 KB vdelivermail on the MySQL store through vlookupd, against ``-I -S``."""
+    from vpop.qmailenv import virtual_delivery_environ
+
+    config, base, domain_dir = sandbox("mysql", db)
+    login_env = {"PATH": "/usr/bin:/bin", "VPOP_CONFIG": config, "TCPLOCALPORT": "110",
+                 "TCPREMOTEIP": "192.0.2.10"}
+    fd3 = b"bob@example.com\0secret\0<1.2@bench>\0"
+    message = f"{base}/message"
+    with open(message, "wb") as handle:
+        handle.write(b"From: a@example.org\nTo: bob@example.com\nSubject: bench\n\n" + b"x" * 4000 + b"\n")
+    env = virtual_delivery_environ("bob@example.com", domain_dir, "a@example.org",
+                                   base={"PATH": "/usr/bin:/bin", "VPOP_CONFIG": config})
+    with lookup_daemon(config, f"{base}/vlookupd.sock"):
+        seconds, floor = timed(runs, [f"{VENV_BIN}/vchkpw", "/bin/true"], login_env, fd3=fd3)
+        report("vchkpw login, mysql, via vlookupd (-S)", seconds, floor, 1.4)
+        argv = [f"{VENV_BIN}/vdelivermail", "", "bounce-no-mailbox"]
+        seconds, floor = timed(runs, argv, env, stdin_path=message)
+        report("vdelivermail 4 KB, mysql, via vlookupd (-S)", seconds, floor, 1.6)
+
+
+def measure_parallel_logins(db: dict, clients: int = 16, logins: int = 800) -> None:
+    """Logins per second with ``clients`` vchkpw processes at once, with and without vlookupd."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    config, base, domain_dir = sandbox("mysql", db)
+    env = {"PATH": "/usr/bin:/bin", "VPOP_CONFIG": config, "TCPLOCALPORT": "110", "TCPREMOTEIP": "192.0.2.10"}
+    fd3 = b"bob@example.com\0secret\0<1.2@bench>\0"
+    argv = [f"{VENV_BIN}/vchkpw", "/bin/true"]
+
+    def rate() -> float:
+        started = time.perf_counter()
+        with ThreadPoolExecutor(clients) as pool:
+            list(pool.map(lambda _: spawn_time(argv, env, fd3=fd3), range(logins)))
+        return logins / (time.perf_counter() - started)
+
+    direct = rate()
+    with lookup_daemon(config, f"{base}/vlookupd.sock"):
+        through = rate()
+    print(f"logins/s, {clients} parallel vchkpw, mysql store: direct {direct:.0f}, "
+          f"via vlookupd {through:.0f}")
+
+
 def load_schema(cur, name: str) -> None:
     with open(os.path.join(ROOT, "conf/schema", name)) as handle:
         text = "\n".join(line.split("--", 1)[0] for line in handle)
@@ -482,8 +565,9 @@ def report(name: str, seconds: float, floor: float, budget: float | None) -> Non
     print(f"{name:<44} {seconds * 1000:7.2f} ms  floor {floor * 1000:6.2f} ms  {ratio:5.2f}x{limit}{mark}")
 
 
-PARTS = ("store", "rehash", "refusals", "admin", "vpopmaild", "getpw", "vmail_sql", "vconvert", "replica")
-MYSQL_PARTS = {"store", "refusals", "getpw", "vmail_sql", "admin", "vconvert"}
+PARTS = ("store", "rehash", "refusals", "admin", "vpopmaild", "getpw", "daemon", "vmail_sql", "vconvert",
+         "replica")
+MYSQL_PARTS = {"store", "refusals", "getpw", "daemon", "vmail_sql", "admin", "vconvert"}
 
 
 def main() -> int:
@@ -519,6 +603,10 @@ def main() -> int:
                 measure_refusals(args.runs, "mysql", db)
             if "getpw" in wanted:
                 measure_getpw(args.runs, db)
+            if "daemon" in wanted:
+                measure_getpw(args.runs, db, through_daemon=True)
+                measure_daemon(args.runs, db)
+                measure_parallel_logins(db)
             if "vmail_sql" in wanted:
                 measure_vmail_sql(args.runs, db)
             if "admin" in wanted:

@@ -46,7 +46,11 @@ class HomeCheckFailed(Exception):
 
 
 class Lookup:
-    """Candidate lookups: the mailbox table first (qmail-mysql store), then /etc/passwd."""
+    """Candidate lookups: the mailbox table first (qmail-mysql store), then /etc/passwd.
+
+    The table is asked through vlookupd when ``lookup_socket`` is set (directly when it cannot
+    answer): no database driver and no connection of its own per delivery.
+    """
 
     def __init__(self, settings, logger=None) -> None:
         self.settings = settings
@@ -54,7 +58,7 @@ class Lookup:
         if settings.store == "qmail-mysql":
             from vpop.stores import open_store
 
-            self.store = open_store(settings, logger)
+            self.store = open_store(settings, logger, via_daemon=True)
 
     def find(self, name: bytes) -> Entry | None:
         """The entry of ``name`` (bytes as received, ASCII-lower-cased by the caller), or None.

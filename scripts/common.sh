@@ -16,6 +16,7 @@ VPOP_GID=89
 VPOP_APT_PACKAGES=(
     mariadb-server mariadb-client
     dovecot-core dovecot-imapd dovecot-pop3d
+    dovecot-auth-lua lua-socket # the Lua passdb/userdb asking vlookupd (conf/vlookupd.lua)
     ucspi-tcp                   # tcpserver, tcprules: vchkpw's relay rules, vpopmaild's tests
     php-cli php-net-socket      # vpopmaild's tests run Roundcube's vpopmaild password driver ...
     roundcube-plugins roundcube-sqlite3   # ... as Debian ships it (sqlite3: no MySQL for roundcube-core)
@@ -46,6 +47,8 @@ vpop_have_system_tools() {
     command -v php >/dev/null 2>&1 || return 1
     [ -e /usr/share/roundcube/plugins/password/drivers/vpopmaild.php ] || return 1
     [ -e /usr/share/php/Net/Socket.php ] || return 1
+    [ -e /usr/lib/dovecot/modules/auth/libauthdb_lua.so ] || return 1
+    compgen -G "/usr/lib/*/lua/5.4/socket/unix.so" >/dev/null || return 1
     [ -e /usr/share/zoneinfo/Pacific/Kiritimati ] || return 1
     /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || return 1
 }

@@ -120,14 +120,7 @@ mail_location = maildir:~/Maildir
 first_valid_uid = 89
 first_valid_gid = 89
 import_environment = {import_environment}
-passdb {{
-  driver = checkpassword
-  args = {checkpassword_args}
-}}
-# uid/gid come from the checkpassword program: EXTRA=userdb_uid userdb_gid
-userdb {{
-  driver = prefetch
-}}
+{auth_conf}
 # The program runs as the auth process's user; root, as under qmail-popup.
 service auth {{
   user = root
@@ -158,6 +151,16 @@ service pop3-login {{
 }}
 {extra_conf}
 """
+
+_CHECKPASSWORD_AUTH = """\
+passdb {{
+  driver = checkpassword
+  args = {checkpassword_args}
+}}
+# uid/gid come from the checkpassword program: EXTRA=userdb_uid userdb_gid
+userdb {{
+  driver = prefetch
+}}"""
 
 # Dovecot's default import_environment; kept so Dovecot behaves as packaged.
 _DOVECOT_DEFAULT_IMPORT = "TZ CORE_OUTOFMEM CORE_ERROR LISTEN_PID LISTEN_FDS NOTIFY_SOCKET"
@@ -196,6 +199,8 @@ def dovecot_factory() -> Iterator[Callable[..., dict[str, Any]]]:
     * import_env: variables the program gets, as ``import_environment`` NAME=VALUE pairs (Dovecot gives
       the program no environment of its own: no PATH, no HOME).  Values cannot contain spaces.
     * extra_conf: appended to the config file verbatim.
+    * auth_conf: the passdb and userdb blocks instead of the checkpassword passdb + prefetch userdb
+      (``checkpassword_args`` is then unused).
 
     The program runs as root; the userdb is ``prefetch``, so the program must return
     ``EXTRA=userdb_uid userdb_gid`` (uid/gid >= 89).  Returned dict: imap_port, pop3_port, log (Path
@@ -208,10 +213,13 @@ def dovecot_factory() -> Iterator[Callable[..., dict[str, Any]]]:
     started: list[tuple[Callable[[], None], Path]] = []
 
     def start(
-        checkpassword_args: str, import_env: Mapping[str, str] | None = None, extra_conf: str = ""
+        checkpassword_args: str, import_env: Mapping[str, str] | None = None, extra_conf: str = "",
+        auth_conf: str | None = None,
     ) -> dict[str, Any]:
         if "\n" in checkpassword_args:
             raise ValueError("checkpassword_args must be one line")
+        if auth_conf is None:
+            auth_conf = _CHECKPASSWORD_AUTH.format(checkpassword_args=checkpassword_args)
         import_environment = _import_environment(import_env or {})
         # Short path: Dovecot's unix sockets live under base_dir and must stay below 108 bytes.
         base = Path(tempfile.mkdtemp(prefix="dc-", dir="/tmp"))
@@ -227,8 +235,7 @@ def dovecot_factory() -> Iterator[Callable[..., dict[str, Any]]]:
             conf.write_text(
                 _DOVECOT_CONF.format(
                     dir=base, imap_port=imap_port, pop3_port=pop3_port,
-                    import_environment=import_environment, checkpassword_args=checkpassword_args,
-                    extra_conf=extra_conf,
+                    import_environment=import_environment, auth_conf=auth_conf, extra_conf=extra_conf,
                 )
             )
             out_path = base / "stdout"

@@ -172,7 +172,9 @@ def run_checkpassword(
                 proc.kill()
                 proc.communicate()
                 raise
-        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+        done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+        done.pid = proc.pid  # type: ignore[attr-defined]  # whose lines a syslog record is
+        return done
     finally:
         for fd in (r, w):
             if fd >= 0:
@@ -232,6 +234,7 @@ record = {
     "groups": sorted(os.getgroups()),
     "fds": open_fds(),
     "umask": umask,
+    "pid": os.getpid(),
 }
 with open(sys.argv[1], "w") as f:
     json.dump(record, f)
@@ -245,7 +248,7 @@ sys.exit(0)
 def write_recorder(dirpath: str | os.PathLike[str]) -> str:
     """Write the executable ``record`` program into dirpath and return its path.
 
-    ``record OUTFILE [args...]`` writes JSON {argv, env, cwd, uid, euid, gid, egid, groups, fds, umask}
+    ``record OUTFILE [args...]`` writes JSON {argv, env, cwd, uid, euid, gid, egid, groups, fds, umask, pid}
     to OUTFILE (``fds`` = descriptors open at start) and exits 0; if RECORD_EXEC is set in its
     environment it then execs that path with no arguments and the same environment instead.
     ``env`` is the environment exactly as passed to execve (read from /proc/self/environ), without the
@@ -278,6 +281,19 @@ def make_home(
     path.mkdir(mode=0o700, parents=True)
     os.chown(path, uid, gid)
     return path
+
+
+def wait_for_log(log: Path, text: str, timeout: float = 5) -> str:
+    """The file's text once it holds ``text`` (a server writes its log a moment later), or after
+    ``timeout`` seconds whatever it holds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        content = log.read_text(errors="replace") if log.exists() else ""
+        if text in content or time.monotonic() > deadline:
+            return content
+        time.sleep(0.05)
 
 
 def remove_tree(path: str | os.PathLike[str]) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import fd3_payload, program
+from helpers import fd3_payload, program, wait_for_log
 from tree import Tree, read_record
 
 PASSWORD = "secret"
@@ -62,15 +62,6 @@ def put_message(tree: Tree, name: str) -> None:
     path = new / f"{time.time_ns()}.test.{name}"
     path.write_bytes(MESSAGE)
     os.chown(path, 89, 89)
-
-
-def wait_for_log(log: Path, text: str, timeout: float = 3) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        content = log.read_text(errors="replace") if log.exists() else ""
-        if text in content or time.monotonic() > deadline:
-            return content
-        time.sleep(0.05)
 
 
 def test_imap_login(tree: Tree, server: dict[str, Any]) -> None:

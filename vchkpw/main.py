@@ -10,18 +10,11 @@ import sys
 
 from vpop import auth
 from vpop import log as vlog
-from vpop.auth import IMAP, POP, SMTP, WEBMAIL, Attempt
+from vpop.auth import SMTP, Attempt
 from vpop.errors import AuthFailure, ConfigError, TemporaryFailure, UsageError, VpopError, raised_at
 from vpop.log import stderr_line as _stderr
-from vpop.numbers import ascii_number
-from vpop.privileges import ActingAs
 
 FD3_LIMIT = 512
-_PORTS = {
-    "25": (SMTP, "smtp"), "110": (POP, "pop3"), "143": (IMAP, "imap"), "465": (SMTP, "smtps"),
-    "587": (SMTP, "submission"), "993": (IMAP, "imaps"), "995": (POP, "pop3s"),
-}
-_DOVECOT_SERVICES = {"imap": IMAP, "pop3": POP, "smtp": SMTP, "submission": SMTP, "lmtp": SMTP}
 _NOT_RUNNABLE = ("vchkpw is only for talking with qmail-popup and qmail-pop3d. "
                  "It is not for runnning on the command line.")
 
@@ -62,35 +55,6 @@ def split_fd3(data: bytes) -> tuple[bytes, bytes, bytes]:
     return parts[0], parts[1], parts[2]
 
 
-def detect_service(environ: dict, argv: list[str]) -> tuple[str, str, bool]:
-    """(service, log name, SMTP guessed from the program's name), as vchkpw decides them."""
-    port = environ.get("TCPLOCALPORT", "")
-    number = ascii_number(port, 65535)
-    port_text = "0" if number is None else str(number)
-    if port_text in _PORTS:
-        service, suffix = _PORTS[port_text]
-    else:
-        suffix = port_text
-        dovecot = environ.get("SERVICE", "").lower()
-        if dovecot in _DOVECOT_SERVICES:
-            service = _DOVECOT_SERVICES[dovecot]
-        elif os.path.basename(argv[1]) == "true":
-            # vpopmail's guess: qmail-smtpd's AUTH patch runs "vchkpw /bin/true" and must stay
-            # qmaild, so no setuid.  vpopmail looked for "true" anywhere in argv[1], which made
-            # an "imap-true-wrapper" run as root; only a program named true counts here.
-            return SMTP, "vchkpw-" + suffix, True
-        elif "imap" in argv[1]:
-            service = IMAP
-        else:
-            service = POP
-    if service in (POP, IMAP):
-        from vpop.names import remote_ip
-
-        if remote_ip(environ) == "127.0.0.1":
-            return WEBMAIL, "vchkpw-webmail", False
-    return service, "vchkpw-" + suffix, False
-
-
 class Login(Attempt):
     """vchkpw's attempt: the service comes from the port, Dovecot's variables or the program name."""
 
@@ -99,7 +63,7 @@ class Login(Attempt):
 
         # Dovecot's checkpassword driver always sets ORIG_UID (its auth process uid) and SERVICE.
         self.dovecot = "ORIG_UID" in environ and ("SERVICE" in environ or "AUTHORIZED" in environ)
-        service, log_name, self.smtp_by_name = detect_service(environ, argv)
+        service, log_name, self.smtp_by_name = auth.detect_service(environ, argv[1])
         super().__init__(environ, service, remote_ip(environ), log_name,
                          lookup_only=self.dovecot and environ.get("AUTHORIZED") == "1")
         self.argv = argv
@@ -113,7 +77,13 @@ def authenticate(login: Login, settings, data: bytes) -> None:
     # No NUL at all (an empty fd 3, or a login without its NUL) is misuse of the interface:
     # checkpassword's 2, and vpopmail's 12 or 13 with its log line.
     refusal = AuthFailure if b"\0" in data else UsageError
-    grant = auth.authenticate(login, settings, raw_login, password, challenge, null_refusal=refusal)
+    grant = None
+    if settings.lookup_socket != "none":  # vlookupd decides, if it can answer
+        from vpop.lookup import client
+
+        grant = client.authenticate(login, settings, raw_login, password, challenge, null_refusal=refusal)
+    if grant is None:
+        grant = auth.authenticate(login, settings, raw_login, password, challenge, null_refusal=refusal)
     if grant.mailbox:
         login.environ["MAIL"] = grant.mailbox
     start_session(login, grant)
@@ -149,8 +119,7 @@ def start_session(login: Login, ident: auth.Grant) -> None:
     if login.dovecot:
         # Dovecot renames the session to USER: keep the full address it asked about.
         # (an account store's session is the account's own name, whatever case was typed).
-        typed_address = ident.domain is not None and "@" in login.raw_login
-        env["USER"] = login.raw_login if typed_address else ident.full_name
+        env["USER"] = auth.session_user(ident, login.raw_login)
     else:
         env["USER"] = ident.name
     env["HOME"] = ident.home
@@ -181,6 +150,7 @@ def enter_home(login: Login, ident: auth.Grant) -> None:
             login.say(vlog.INTERNAL, f"chdir failed errno {exc.errno} {ident.home} {login.who()}")
             raise TemporaryFailure("cannot enter the home directory", 6) from None
     from vpop.dirs import remake_user_dir
+    from vpop.privileges import ActingAs
 
     domain = ident.domain
     try:

@@ -25,14 +25,16 @@ def _out(text: str) -> None:
 def with_store(settings, deliver) -> int:
     """Open the store, run ``deliver(store)``; a program exiting 99 ends it with 99.
 
-    A database failure anywhere becomes the C program's "deferred, database down" (111).
+    The store is asked through vlookupd when ``lookup_socket`` is set (it falls back to the
+    direct store by itself).  A database failure anywhere becomes the C program's "deferred,
+    database down" (111).
     """
     from vpop.bounce import DATABASE_DOWN
     from vpop.delivery import StopDelivery
     from vpop.stores import open_store
 
     try:
-        store = open_store(settings)
+        store = open_store(settings, via_daemon=True)
         try:
             return deliver(store)
         except StopDelivery:
@@ -47,10 +49,7 @@ def with_store(settings, deliver) -> int:
 
 def run(argv: list[str], environ: dict) -> int:
     """One delivery; returns the exit code or raises a VpopError."""
-    from vpop import assign
-    from vpop.bounce import LOOPING
     from vpop.config import load_settings
-    from vpop.delivery import Delivery, Message, is_looping
     from vpop.names import ascii_lower, valid_domain, valid_user
 
     if len(argv) != 3:
@@ -73,15 +72,10 @@ def run(argv: list[str], environ: dict) -> int:
 
     if settings.store == "vmail-sql":
         return deliver_vmail_sql(settings, environ, user, domain_name, argv[2])
-    domain = assign.lookup(settings.qmail_home, domain_name)
-    if domain is None:
-        raise TemporaryFailure(f"vdelivermail: domain {domain_name} is not in users/assign")
-    message = Message(0)
-    delivery = Delivery(settings, environ, message, user, domain)
-    if is_looping(message, f"{user}@{domain.real}", environ.get("DTLINE", "")):
-        raise PermanentFailure(LOOPING)
 
     def deliver(store) -> int:
+        delivery = start_delivery(settings, environ, store, user, domain_name, "users/assign")
+        domain = delivery.domain
         while True:
             if settings.valias and deliver_valias(delivery, store, user, domain, user_ext):
                 _out("vdelivermail: valiases processed\n")
@@ -103,21 +97,30 @@ def run(argv: list[str], environ: dict) -> int:
     return with_store(settings, deliver)
 
 
-def deliver_vmail_sql(settings, environ: dict, user: str, domain_name: str, instruction: str) -> int:
-    """vmail-sql in the order of its Exim directors: forwarders, the popbox, ``_default_``."""
+def start_delivery(settings, environ: dict, store, user: str, domain_name: str, where: str):
+    """The recipient's domain (``where`` names what the store reads: 111 when it is not there),
+    the message on stdin and the loop check: a :class:`vpop.delivery.Delivery` to carry out."""
     from vpop.bounce import LOOPING
     from vpop.delivery import Delivery, Message, is_looping
 
-    def deliver(store) -> int:
+    domain = store.domain(domain_name)
+    if domain is None and store.confirm_on_primary():  # not on a replica (yet?): the primary decides
         domain = store.domain(domain_name)
-        if domain is None and store.confirm_on_primary():
-            domain = store.domain(domain_name)
-        if domain is None:
-            raise TemporaryFailure(f"vdelivermail: domain {domain_name} is not in the domain table")
-        message = Message(0)
-        delivery = Delivery(settings, environ, message, user, domain)
-        if is_looping(message, f"{user}@{domain.real}", environ.get("DTLINE", "")):
-            raise PermanentFailure(LOOPING)
+    if domain is None:
+        raise TemporaryFailure(f"vdelivermail: domain {domain_name} is not in {where}")
+    message = Message(0)
+    delivery = Delivery(settings, environ, message, user, domain)
+    if is_looping(message, f"{user}@{domain.real}", environ.get("DTLINE", "")):
+        raise PermanentFailure(LOOPING)
+    return delivery
+
+
+def deliver_vmail_sql(settings, environ: dict, user: str, domain_name: str, instruction: str) -> int:
+    """vmail-sql in the order of its Exim directors: forwarders, the popbox, ``_default_``."""
+
+    def deliver(store) -> int:
+        delivery = start_delivery(settings, environ, store, user, domain_name, "the domain table")
+        domain = delivery.domain
         while True:
             for local in (user, None, "_default_"):
                 if local is None:

@@ -12,12 +12,48 @@ Imports are lazy: the engine runs on every login.
 
 from vpop import log as vlog
 from vpop.errors import AuthFailure, TemporaryFailure
-from vpop.privileges import ActingAs
-from vpop.stores.base import NO_IMAP, NO_POP, NO_RELAY, NO_SMTP, NO_WEBMAIL
+from vpop.flags import NO_IMAP, NO_POP, NO_RELAY, NO_SMTP, NO_WEBMAIL
 
 SMTP, POP, IMAP, WEBMAIL = "smtp", "pop", "imap", "webmail"
 DENIED_BIT = {POP: NO_POP, WEBMAIL: NO_WEBMAIL, IMAP: NO_IMAP, SMTP: NO_SMTP}
 ACCOUNT_STORES = ("qmail-mysql", "vmail-sql")
+PORTS = {
+    "25": (SMTP, "smtp"), "110": (POP, "pop3"), "143": (IMAP, "imap"), "465": (SMTP, "smtps"),
+    "587": (SMTP, "submission"), "993": (IMAP, "imaps"), "995": (POP, "pop3s"),
+}
+DOVECOT_SERVICES = {"imap": IMAP, "pop3": POP, "smtp": SMTP, "submission": SMTP, "lmtp": SMTP}
+
+
+def detect_service(environ: dict, program: str) -> tuple[str, str, bool]:
+    """(service, log name, SMTP guessed from the program's name), as vchkpw decides them from
+    TCPLOCALPORT, Dovecot's SERVICE, the program it is to run, and a webmail's 127.0.0.1."""
+    from vpop.numbers import ascii_number
+
+    port = environ.get("TCPLOCALPORT", "")
+    number = ascii_number(port, 65535)
+    port_text = "0" if number is None else str(number)
+    if port_text in PORTS:
+        service, suffix = PORTS[port_text]
+    else:
+        suffix = port_text
+        dovecot = environ.get("SERVICE", "").lower()
+        if dovecot in DOVECOT_SERVICES:
+            service = DOVECOT_SERVICES[dovecot]
+        elif program.rpartition("/")[2] == "true":
+            # vpopmail's guess: qmail-smtpd's AUTH patch runs "vchkpw /bin/true" and must stay
+            # qmaild, so no setuid.  vpopmail looked for "true" anywhere in argv[1], which made
+            # an "imap-true-wrapper" run as root; only a program named true counts here.
+            return SMTP, "vchkpw-" + suffix, True
+        elif "imap" in program:
+            service = IMAP
+        else:
+            service = POP
+    if service in (POP, IMAP):
+        from vpop.names import remote_ip
+
+        if remote_ip(environ) == "127.0.0.1":
+            return WEBMAIL, "vchkpw-webmail", False
+    return service, "vchkpw-" + suffix, False
 
 
 class Attempt:
@@ -72,6 +108,12 @@ class Grant:
         self.mailbox = mailbox
 
 
+def session_user(grant: Grant, raw_login: str) -> str:
+    """The user name a Dovecot session gets: the address as typed when it had a domain, else the
+    full ``user@domain`` (an account store's login keeps the account's own name)."""
+    return raw_login if grant.domain is not None and "@" in raw_login else grant.full_name
+
+
 def refuse_null(attempt: Attempt, raw_login: bytes, password: bytes, refusal=AuthFailure) -> None:
     """An empty login (12) or, unless it is a lookup, an empty password (13), logged as vchkpw."""
     if not raw_login:
@@ -83,12 +125,13 @@ def refuse_null(attempt: Attempt, raw_login: bytes, password: bytes, refusal=Aut
 
 
 def authenticate(attempt: Attempt, settings, raw_login: bytes, password: bytes, challenge: bytes = b"",
-                 *, record_login: bool = True, null_refusal=AuthFailure) -> Grant:
+                 *, record_login: bool = True, null_refusal=AuthFailure, store=None) -> Grant:
     """Decide one login; a :class:`Grant` or an exception with vchkpw's codes.
 
     ``record_login``: lastauth and roaming relay after a success (vchkpw; not an admin login).
     ``null_refusal``: the exception class for an empty login or password (vchkpw raises a
-    usage error when fd 3 held no NUL at all).
+    usage error when fd 3 held no NUL at all).  ``store``: the store to ask (vlookupd's, kept
+    open between logins); by default the configured one, opened and closed here.
     """
     from vpop import assign, passwords
     from vpop.domains import default_domain
@@ -99,10 +142,10 @@ def authenticate(attempt: Attempt, settings, raw_login: bytes, password: bytes, 
     refuse_null(attempt, raw_login, password, null_refusal)
 
     if settings.store in ACCOUNT_STORES:
-        return authenticate_account(attempt, settings, text_login, password, challenge)
+        return authenticate_account(attempt, settings, text_login, password, challenge, store)
     user, domain_name = split_login(text_login)
     if not domain_name:
-        domain_name = default_domain(settings, attempt.environ)
+        domain_name = default_domain(settings, attempt.environ, store)
     attempt.user, attempt.domain_name = user, domain_name
     if not valid_user(user) or not valid_domain(domain_name):
         # vpopmail's parse_email says which part on stderr (never stdout: that is the client)
@@ -114,9 +157,11 @@ def authenticate(attempt: Attempt, settings, raw_login: bytes, password: bytes, 
 
     domain = assign.lookup(settings.qmail_home, domain_name) if domain_name else None
     record = None
-    from vpop.stores import open_store
+    owned = store is None
+    if owned:
+        from vpop.stores import open_store
 
-    store = open_store(settings)
+        store = open_store(settings)
     if domain is not None:
         attempt.domain_name = domain.real
         record = store.get_user(user, domain)
@@ -160,17 +205,20 @@ def authenticate(attempt: Attempt, settings, raw_login: bytes, password: bytes, 
             rehash_password(attempt, store, record, domain, password, settings.password_scheme)
         if record_login:
             after_login(attempt, settings, store, record, domain, flags)
-    store.close()
+    if owned:
+        store.close()
     return Grant(record.name, domain.uid, domain.gid, record.dir, domain, f"{record.name}@{domain.name}",
                  record, flags, auth_type)
 
 
 def authenticate_account(attempt: Attempt, settings, text_login: str, password: bytes,
-                         challenge: bytes) -> Grant:
+                         challenge: bytes, store=None) -> Grant:
     """Logins of the account-based stores (qmail-mysql ``mailbox``, vmail-sql ``popbox``)."""
-    from vpop.stores import open_store
+    owned = store is None
+    if owned:
+        from vpop.stores import open_store
 
-    store = open_store(settings, attempt.log)
+        store = open_store(settings, attempt.log)
     from vpop.names import ascii_lower
 
     name = ascii_lower(text_login)
@@ -179,7 +227,7 @@ def authenticate_account(attempt: Attempt, settings, text_login: str, password: 
         # (ip_alias_domains) or etc/defaultdomain, as for vpopmail's own logins.
         from vpop.domains import default_domain
 
-        domain = default_domain(settings, attempt.environ)
+        domain = default_domain(settings, attempt.environ, store)
         if domain:
             name = f"{name}@{domain}"
     attempt.user, _, attempt.domain_name = name.partition("@" if "@" in name else "%")
@@ -210,7 +258,8 @@ def authenticate_account(attempt: Attempt, settings, text_login: str, password: 
         raise AuthFailure("suspended", 1)
     if not attempt.lookup_only:
         attempt.say(vlog.AUTH, f"({auth_type}) login success {attempt.who()}")
-    store.close()
+    if owned:
+        store.close()
     return Grant(account.name, account.uid, account.gid, account.home, None, account.name,
                  account, 0, auth_type, account.mailbox or "")
 
@@ -251,6 +300,7 @@ def refuse_password(attempt: Attempt, password: bytes) -> None:
 def make_blank_dir(attempt: Attempt, store, record, domain) -> None:
     """A row with a blank pw_dir (inserted by billing) gets its directory, after the password."""
     from vpop.dirs import discard_user_dir
+    from vpop.privileges import ActingAs
 
     try:
         store.connect_for_updates()

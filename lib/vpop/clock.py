@@ -21,6 +21,8 @@ ENV = "VPOP_CLOCK"
 
 _fixed_ns: int | None = None
 _read = False
+_UNSET = object()
+_given = _UNSET  # a VPOP_CLOCK text set by fix() (vlookupd: the asking client's), else the environment's
 
 
 def _parse(text: str) -> int:
@@ -35,10 +37,21 @@ def _parse(text: str) -> int:
 def _fixed() -> int | None:
     global _fixed_ns, _read
     if not _read:
-        text = os.environ.get(ENV)
+        text = os.environ.get(ENV) if _given is _UNSET else _given
         _fixed_ns = None if text is None or text == "" else _parse(text)
         _read = True
     return _fixed_ns
+
+
+def fix(text: str | None) -> None:
+    """From now on the clock is what ``VPOP_CLOCK=text`` makes it (None: the system clock).
+
+    vlookupd answers each client by the client's clock; a bad text raises when the clock is
+    read, as a bad ``VPOP_CLOCK`` does.
+    """
+    global _given, _read
+    _given = text
+    _read = False
 
 
 def now() -> float:

@@ -10,7 +10,6 @@ import os
 
 from vpop.errors import ConfigError
 from vpop.numbers import ascii_number
-from vpop.passwords import POLICY_SCHEMES as _POLICY_SCHEMES  # cheap: it imports _operator only
 
 DEFAULT_PATH = "/etc/vpop/vpop.conf"
 
@@ -55,6 +54,14 @@ def _choice(*allowed: str):
     return parse
 
 
+def _policy_scheme(value: str) -> str:
+    """One of :data:`vpop.passwords.POLICY_SCHEMES` (imported only when the key is set: a program
+    that checks no password through its own code, as vchkpw asking vlookupd, never loads it)."""
+    from vpop.passwords import POLICY_SCHEMES
+
+    return _choice(*POLICY_SCHEMES)(value)
+
+
 def _path(value: str) -> str:
     if not value.startswith("/"):
         raise ValueError("expected an absolute path")
@@ -66,6 +73,23 @@ def _paths(value: str) -> tuple[str, ...]:
 
 
 _PROCESS_NAME = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def _socket_path(value: str) -> str:
+    """``none`` (no lookup daemon) or an absolute path short enough for a unix socket."""
+    if value == "none":
+        return value
+    if len(value.encode()) > 107:
+        raise ValueError("a unix socket path has at most 107 bytes")
+    return _path(value)
+
+
+def _users(value: str) -> tuple[str, ...]:
+    """Space-separated user names or uids (resolved by the lookup daemon when it starts)."""
+    names = tuple(value.split())
+    if any(not _PROCESS_NAME.issuperset(name) for name in names):
+        raise ValueError("expected user names or numbers separated by spaces")
+    return names
 
 
 def _signal_target(value: str) -> str:
@@ -94,7 +118,7 @@ _KEYS = {
     "tcp_file": (_path, None),
     "rebuild_tcpserver_file": (_boolean, True),
     "exit_codes": (_choice(*_EXIT_CODES), "checkpassword"),
-    "password_scheme": (_choice(*_POLICY_SCHEMES), "sha512-crypt"),
+    "password_scheme": (_policy_scheme, "sha512-crypt"),
     "rehash_on_login": (_boolean, False),
     "mysql_credentials": (_path, None),
     "mysql_limits": (_boolean, False),
@@ -120,6 +144,14 @@ _KEYS = {
     "virtual_prefix": (_text, "qmysql"),
     # vmail-sql
     "vmail_sql_credentials": (_path, None),
+    # vlookupd, the shared lookup daemon, and its clients
+    "lookup_socket": (_socket_path, "none"),
+    "lookup_timeout": (_number, 5),
+    "lookup_workers": (_number, 4),
+    "lookup_cache_seconds": (_number, 30),
+    "lookup_cache_entries": (_number, 10000),
+    "lookup_trusted_users": (_users, ("vpopmail",)),
+    "lookup_getpw_users": (_users, ("qmailp",)),
 }
 
 
@@ -164,6 +196,13 @@ class Settings:
     rcpthosts_manual: str
     virtual_prefix: str
     vmail_sql_credentials: str
+    lookup_socket: str
+    lookup_timeout: int
+    lookup_workers: int
+    lookup_cache_seconds: int
+    lookup_cache_entries: int
+    lookup_trusted_users: tuple[str, ...]
+    lookup_getpw_users: tuple[str, ...]
 
     def __init__(self, values: dict | None = None, path: str = "") -> None:
         self.path = path

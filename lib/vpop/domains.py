@@ -23,11 +23,16 @@ def _read_lines(path: str) -> list[str]:
     return [] if data is None else data.decode("utf-8", "replace").split("\n")
 
 
-def ip_alias_domain(settings, local_ip: str) -> str | None:
-    """The domain mapped to ``local_ip``, or None to fall through to ``defaultdomain``."""
+def ip_alias_domain(settings, local_ip: str, store=None) -> str | None:
+    """The domain mapped to ``local_ip``, or None to fall through to ``defaultdomain``.
+
+    ``store``: an open MySQL store to read the map with (vlookupd's); else one is opened here.
+    """
     ip = local_ip.rsplit(":", 1)[-1] if local_ip.startswith("::ffff:") else local_ip
     ip = ":".join(sanitize_env_value(part) for part in ip.split(":"))  # IPv6 keeps its colons
-    if settings.store == "mysql":  # vmysql's vget_ip_map: the ip_alias_map table
+    if settings.store == "mysql" and store is not None:
+        pairs = store.ip_map()
+    elif settings.store == "mysql":  # vmysql's vget_ip_map: the ip_alias_map table
         from vpop.stores.mysql import MysqlStore
 
         store = MysqlStore(settings)
@@ -46,14 +51,14 @@ def ip_alias_domain(settings, local_ip: str) -> str | None:
     return None
 
 
-def default_domain(settings, environ: dict) -> str:
+def default_domain(settings, environ: dict, store=None) -> str:
     """The domain of a login without one: VPOPMAIL_DOMAIN, then (if enabled) the IP-alias map,
     then the first line of ``etc/defaultdomain`` (vpopmail's ``vset_default_domain``)."""
     value = environ.get("VPOPMAIL_DOMAIN")
     if value:
         return sanitize_env_value(value).lower()
     if settings.ip_alias_domains and environ.get("TCPLOCALIP"):
-        mapped = ip_alias_domain(settings, environ["TCPLOCALIP"])
+        mapped = ip_alias_domain(settings, environ["TCPLOCALIP"], store)
         if mapped is not None:
             return mapped
     from vpop.files import read_file

@@ -6,7 +6,7 @@ a flag is set by its bare name.  ``pw_flags`` = ``pw_gid`` OR the mask of the do
 ``disable_*`` flags, unless the user has ``V_OVERRIDE``.
 """
 
-from vpop.stores.base import V_OVERRIDE
+from vpop.flags import V_OVERRIDE
 
 FLAG_BITS = {
     "disable_password_changing": 0x01,

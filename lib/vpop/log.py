@@ -31,6 +31,7 @@ class Logger:
         self.ident = ident
         self.level = level
         self.socket_path = socket_path
+        self.pid: int | None = None  # the pid in the lines; None: this process's (vlookupd: its client's)
         self._sock = None
 
     @property
@@ -57,7 +58,8 @@ class Logger:
         except ConfigError:  # a bad VPOP_CLOCK must not silence the line that may report it
             stamp = clock.syslog_stamp(time.time())
         pri = _FACILITY_MAIL * 8 + _PRIORITY.get(priority, 5)
-        data = f"<{pri}>{stamp} {self.ident}[{os.getpid()}]: {text}".encode("utf-8", "replace")
+        pid = os.getpid() if self.pid is None else self.pid
+        data = f"<{pri}>{stamp} {self.ident}[{pid}]: {text}".encode("utf-8", "replace")
         try:
             if self._sock is None:
                 import _socket
@@ -69,8 +71,23 @@ class Logger:
             pass
 
 
+_captured: list[str] | None = None
+
+
+def capture_stderr(lines: list[str] | None) -> None:
+    """Collect :func:`stderr_line`'s lines in ``lines`` instead of writing them (None: write again).
+
+    vlookupd decides logins for programs whose stderr it does not have: it sends them the lines.
+    """
+    global _captured
+    _captured = lines
+
+
 def stderr_line(text: str) -> None:
     """One line on fd 2, unbuffered; a closed stderr is not an error (qmail closes it)."""
+    if _captured is not None:
+        _captured.append(text)
+        return
     try:
         os.write(2, (text + "\n").encode("utf-8", "replace"))
     except OSError:

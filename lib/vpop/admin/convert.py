@@ -105,6 +105,10 @@ def convert_domain(source: Store, target: Store, domain: Domain, *, dry_run: boo
         raise TemporaryFailure(f"the source has no users of {domain.real}: target left as it is")
     plan = target.replace_users(domain, records, dry_run=dry_run, progress=progress)
     plan.carried = carry_state(source, target, domain, records, dry_run=dry_run)
+    if plan and not dry_run:
+        from vpop.admin.notify import domain_changed
+
+        domain_changed(target.settings, domain.real)
     return plan
 
 

@@ -982,6 +982,9 @@ def delete_domain(settings: Settings, store, name: str) -> "list[str]":
                     _forget_domain(store, entry.uid, entry.gid, domains or "")
                 except TemporaryFailure as exc:
                     _warn(f"Warning: Failed to count {name} out of dom_{entry.uid}: {exc.message}")
+    from vpop.admin.notify import domain_changed
+
+    domain_changed(settings, name)
     tell_qmail_send(settings)
     return names
 

@@ -150,8 +150,11 @@ def read_domain(settings: Settings, store: Store, domain: Domain) -> dict:
 def write_domain(settings: Settings, store: Store, domain: Domain, values: dict) -> None:
     """``vset_limits``: the row (one ``REPLACE``), or the file: temp file, fsync, rename, 0600 and the
     domain's uid/gid, in the domain directory opened without following a link."""
+    from vpop.admin.notify import domain_changed
+
     if uses_table(settings):
         store.set_limits_row(domain, {**values, "perm_maillist": maillist_bits(values)})
+        domain_changed(settings, domain.real)
         return
     from vpop.files import UserDir
 
@@ -159,12 +162,16 @@ def write_domain(settings: Settings, store: Store, domain: Domain, values: dict)
     uid = domain.uid if os.geteuid() == 0 else None
     with UserDir(domain.dir, (domain.uid,), follow=True) as directory:
         directory.replace(LIMITS_FILE, lambda handle: handle.write(text), uid, domain.gid, 0o600)
+    domain_changed(settings, domain.real)
 
 
 def delete_domain(settings: Settings, store: Store, domain: Domain) -> None:
     """``vdel_limits``: the row or the file goes (none is no error, as vpopmail)."""
+    from vpop.admin.notify import domain_changed
+
     if uses_table(settings):
         store.delete_limits_row(domain)
+        domain_changed(settings, domain.real)
         return
     from vpop.files import UserDir, _problem
 
@@ -175,6 +182,7 @@ def delete_domain(settings: Settings, store: Store, domain: Domain) -> None:
             os.unlink(LIMITS_FILE, dir_fd=directory.fd)
         except OSError as exc:
             raise _problem(directory.name(LIMITS_FILE), "remove", exc) from None
+    domain_changed(settings, domain.real)
 
 
 def write_default(settings: Settings, values: dict) -> None:

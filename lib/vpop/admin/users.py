@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from vpop import assign
 from vpop.admin.cli import MAX_PW_CLEAR_PASSWD, AdminError
+from vpop.admin.notify import domain_changed, user_changed
 from vpop.assign import Domain
 from vpop.config import Settings
 from vpop.stores.base import NO_PASSWD_CHNG, Store, User
@@ -316,6 +317,7 @@ def create_user(settings: Settings, store: Store, domain: Domain, user: str, pas
             raise
         if not blank_dir:
             unfinished.clear(domain)
+    user_changed(settings, user, domain.real)
     return record
 
 
@@ -349,6 +351,7 @@ def add_user(settings: Settings, domain: str, user: str, password: str, *, quota
         record = User(user, found.real, new_password_hash(settings, password, hash_method), 0, flags,
                       gecos or user, path, quota, password if settings.clear_passwords else "")
         store.add_user(record, found)
+        user_changed(settings, user, found.real)
         return record
     finally:
         if own:
@@ -388,6 +391,7 @@ def delete_user(settings: Settings, store: Store, domain: Domain, user: str) -> 
             remove_user_dir(settings, domain, record.dir)
             store.release_user_subdir(domain, record.dir, user)
             unfinished.clear(domain)
+    user_changed(settings, user, domain.real)
 
 
 def _is_catchall(domain: Domain, user: str, record: User) -> bool:
@@ -418,6 +422,7 @@ def set_password(settings: Settings, store: Store, domain: Domain, user: str, pa
         record.passwd = new_password_hash(settings, password)
         record.clear = password if settings.clear_passwords else ""
         store.update_user(record, domain)
+    user_changed(settings, user, domain.real)
     return record
 
 
@@ -443,6 +448,10 @@ def change_users(settings: Settings, store: Store, domain: Domain, user: str | N
             store.replace_users(domain, records, remove=False)
         elif not store.update_user(records[0], domain):
             raise missing or AdminError("Error: User does not exist", 256 - 10)
+    if user is None:
+        domain_changed(settings, domain.real)
+    else:
+        user_changed(settings, user, domain.real)
     if quota_changed:
         for record in records:
             update_maildirsize(settings, domain, record)

@@ -3,9 +3,17 @@
 from vpop.errors import ConfigError
 
 
-def open_store(settings, log=None, *, primary: bool = False):
-    """The store the settings name (``store = cdb | mysql | qmail-mysql | vmail-sql``);
-    ``primary``: every read on the update server (see :meth:`Store.read_from_primary`)."""
+def open_store(settings, log=None, *, primary: bool = False, via_daemon: bool = False):
+    """The store the settings name (``store = cdb | mysql | qmail-mysql | vmail-sql``).
+
+    ``primary``: every read on the update server (see :meth:`Store.read_from_primary`).
+    ``via_daemon``: when ``lookup_socket`` is set, the same store asked through vlookupd
+    (:class:`vpop.stores.daemon.DaemonStore`), which falls back to this one by itself.
+    """
+    if via_daemon and settings.lookup_socket != "none":
+        from vpop.stores.daemon import DaemonStore
+
+        return DaemonStore(settings, log)
     store = _open(settings, log)
     if primary:
         store.read_from_primary()

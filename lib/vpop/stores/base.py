@@ -5,43 +5,23 @@ A store never prints and never exits: it returns records or raises
 """
 
 from vpop.assign import Domain
+from vpop.flags import (  # noqa: F401 - the pw_gid flag bits, where the stores' users look for them
+    BOUNCE_MAIL,
+    NO_DIALUP,
+    NO_IMAP,
+    NO_PASSWD_CHNG,
+    NO_POP,
+    NO_RELAY,
+    NO_SMTP,
+    NO_WEBMAIL,
+    V_OVERRIDE,
+)
 from vpop.names import ascii_lower
+from vpop.records import Account, User  # noqa: F401 - the stores' records, where their callers look
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
-
-# pw_gid flag bits (vpopmail.h)
-NO_PASSWD_CHNG = 0x01
-NO_POP = 0x02
-NO_WEBMAIL = 0x04
-NO_IMAP = 0x08
-BOUNCE_MAIL = 0x10
-NO_RELAY = 0x20
-NO_DIALUP = 0x40
-NO_SMTP = 0x800
-V_OVERRIDE = 0x2000
-
-
-class User:
-    """A vpopmail user record (``struct vqpasswd``)."""
-
-    __slots__ = ("name", "domain", "passwd", "uid", "gid", "gecos", "dir", "shell", "clear")
-
-    def __init__(self, name: str, domain: str, passwd: str = "", uid: int = 0, gid: int = 0,
-                 gecos: str = "", dir: str = "", shell: str = "", clear: str = "") -> None:
-        self.name = name
-        self.domain = domain
-        self.passwd = passwd
-        self.uid = uid
-        self.gid = gid
-        self.gecos = gecos
-        self.dir = dir
-        self.shell = shell
-        self.clear = clear
-
-    def __repr__(self) -> str:
-        return f"<User {self.name}@{self.domain} dir={self.dir!r} flags={self.gid:#x}>"
 
 
 def to_int(value) -> int:
@@ -189,6 +169,12 @@ class Store:
     def as_mail_user(self, domain: Domain):
         """Context for updates: the file-based stores write as the domain's uid (see privileges)."""
         return _NO_SWITCH
+
+    def domain(self, name: str) -> Domain | None:
+        """The domain ``name`` (lower case) as qmail routes it: users/assign (``users/cdb``)."""
+        from vpop import assign
+
+        return assign.lookup(self.settings.qmail_home, name)
 
     def valias_lines(self, alias: str, domain: Domain) -> list[str]:
         """Delivery lines of a valias (SQL stores with ``valias = yes``); none by default."""
@@ -571,28 +557,3 @@ def release_subdir_file(domain: Domain, user_dir: str, name: str, once: bool = F
         _rewrite_state(domain.dir + "/.dir_control_free", change, uid, domain.gid)
     finally:
         os.close(fd)
-
-
-class Account:
-    """A login of the account-based stores (qmail-mysql ``mailbox``, vmail-sql ``popbox``).
-
-    ``scheme`` names how ``password`` is stored; ``problem`` is set when the row cannot be
-    used for a login (unknown password type, NULL hash, duplicate rows) and says why.
-    """
-
-    __slots__ = ("name", "uid", "gid", "home", "password", "scheme", "suspended", "mailbox", "problem")
-
-    def __init__(self, name: str, uid: int, gid: int, home: str, password: str | None, scheme: str,
-                 suspended: bool = False, mailbox: str = "", problem: str = "") -> None:
-        self.name = name
-        self.uid = uid
-        self.gid = gid
-        self.home = home
-        self.password = password
-        self.scheme = scheme
-        self.suspended = suspended
-        self.mailbox = mailbox
-        self.problem = problem
-
-    def __repr__(self) -> str:
-        return f"<Account {self.name} {self.uid}:{self.gid} {self.home} {self.scheme}>"

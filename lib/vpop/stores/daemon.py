@@ -1,0 +1,141 @@
+"""The configured store, asked through vlookupd: what deliveries and qmail-getpw read and write.
+
+:func:`vpop.stores.open_store` returns a :class:`DaemonStore` to the programs that ask for one
+(``via_daemon``) when ``lookup_socket`` is set.  Each question goes to the daemon, which answers
+from its own store and its pooled database connections; the first question it cannot answer
+(see :class:`vpop.lookup.client.Unavailable`) sends this one and every later one of the process
+to the direct store, opened then, so a site whose daemon died works as one without a daemon.
+Records come without their password hashes (a delivery does not need them).
+
+Anything else (a method only the direct store has) is handed to the direct store.
+"""
+
+from vpop.lookup.client import Client, Unavailable, failure
+from vpop.records import Account, User
+
+
+def _or_direct(method):
+    """The method asks the daemon; when it cannot answer, the direct store's method of the same name
+    does the work (and so does every later call: the daemon is not asked again)."""
+
+    def call(self, *args):
+        try:
+            return method(self, *args)
+        except Unavailable:
+            if self.client is not None:
+                self.client.close()
+                self.client = None
+            return getattr(self.direct(), method.__name__)(*args)
+
+    call.__name__ = method.__name__
+    call.__doc__ = method.__doc__
+    return call
+
+
+class DaemonStore:
+    """The store's reads and the delivery's writes through the daemon (see the module)."""
+
+    def __init__(self, settings, log=None) -> None:
+        self.settings = settings
+        self.log = log
+        self.client: Client | None = Client(settings)
+        self._direct = None
+
+    # ------------------------------------------------------------------ plumbing
+
+    def direct(self):
+        """The store itself, opened on first use (the daemon could not answer)."""
+        if self._direct is None:
+            from vpop.stores import open_store
+
+            self._direct = open_store(self.settings, self.log)
+        return self._direct
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.direct(), name)
+
+    def _ask(self, op: str, fields: list):
+        """The daemon's answer (status, fields); raises Unavailable when it cannot answer.
+
+        ``temp`` is the outcome itself (the database is down behind the daemon): raised.
+        """
+        if self.client is None:
+            raise Unavailable("the daemon did not answer before")
+        status, answer = self.client.ask(op, fields)
+        if status == "temp":
+            raise failure(answer)
+        return status, answer
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+        if self._direct is not None:
+            self._direct.close()
+
+    # ------------------------------------------------------------------ reads
+
+    @_or_direct
+    def domain(self, name: str):
+        """The domain as the store resolves it (users/assign; vmail-sql's domain tables)."""
+        status, answer = self._ask("domain", [("domain", name)])
+        if status != "ok":
+            return None
+        from vpop.assign import Domain
+
+        return Domain(name, answer.text("real"), answer.number("uid"), answer.number("gid"),
+                      answer.text("dir"))
+
+    @_or_direct
+    def get_user(self, user: str, domain) -> User | None:
+        status, answer = self._ask("user", [("user", user), ("domain", domain.name)])
+        if status != "ok":
+            return None
+        return User(answer.text("name"), domain.real, "", answer.number("uid"), answer.number("gid"),
+                    answer.text("gecos"), answer.text("dir"), answer.text("shell"))
+
+    @_or_direct
+    def valias_lines(self, alias: str, domain) -> list[str]:
+        _, answer = self._ask("valias", [("alias", alias), ("domain", domain.name)])
+        return [line.decode("utf-8", "surrogateescape") for line in answer.all("line")]
+
+    @_or_direct
+    def popbox(self, local: str, domain) -> str | None:
+        status, answer = self._ask("popbox", [("local", local), ("domain", domain.name)])
+        return answer.text("mailbox") if status == "ok" else None
+
+    @_or_direct
+    def forwarders(self, local: str, domain) -> list[str]:
+        _, answer = self._ask("forwarders", [("local", local), ("domain", domain.name)])
+        return [target.decode("utf-8", "surrogateescape") for target in answer.all("target")]
+
+    @_or_direct
+    def mailbox(self, username: str) -> Account | None:
+        """qmail-getpw's question: the ``mailbox`` row's name, uid, gid and home (no password)."""
+        status, answer = self._ask("getpw", [("name", username)])
+        if status != "ok":
+            return None
+        return Account(answer.text("name"), answer.number("uid"), answer.number("gid"), answer.text("home"),
+                       None, "")
+
+    # ------------------------------------------------------------------ a delivery's writes
+
+    @_or_direct
+    def set_user_dir(self, record: User, domain, path: str) -> str:
+        _, answer = self._ask("setdir", [("user", record.name), ("domain", domain.name), ("path", path)])
+        record.dir = answer.text("dir")
+        return record.dir
+
+    @_or_direct
+    def next_user_subdir(self, domain, uid: int | None, gid: int | None) -> str:
+        """MySQL keeps the count in ``dir_control`` (asked of the daemon); the others in files,
+        written here as the process's own uid."""
+        if self.settings.store != "mysql":
+            return self.direct().next_user_subdir(domain, uid, gid)
+        return self._ask("subdir", [("domain", domain.name)])[1].text("subdir")
+
+    def make_user_dir(self, domain, user: str, uid: int | None, gid: int | None) -> str:
+        from vpop.stores.base import Store
+
+        return Store.make_user_dir(self, domain, user, uid, gid)

@@ -1,0 +1,1 @@
+"""vlookupd: the shared lookup daemon (see main.py); protocol only, the lookups are vpop's."""

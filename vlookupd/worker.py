@@ -1,0 +1,365 @@
+"""One vlookupd worker: its own store and database connections, and a loop over its clients.
+
+The master forks ``lookup_workers`` of these; each accepts from the shared listening socket and
+serves its connections with :mod:`selectors`, one request at a time (a request waits on the
+database or on crypt(3) in this process only: the other workers go on).  A worker holds at most
+one store, so the database sees exactly one connection (one read and one update connection when
+the credentials name two servers) per worker.
+
+Who may ask what is decided per connection from its peer credentials (``SO_PEERCRED``):
+root and the ``lookup_trusted_users`` (vpopmail) may ask everything, the ``lookup_getpw_users``
+(qmail-getpw's qmailp) only ``getpw`` and ``hello``, everyone else nothing.
+"""
+
+import os
+import selectors
+import signal
+import socket
+import struct
+import time
+
+from vpop.errors import DatabaseFailure, VpopError, is_database_failure, raised_at
+from vpop.lookup.protocol import MAX_BODY, MAX_HEADER, ProtocolError, decode_body, encode, parse_header
+
+from vlookupd import handlers
+from vlookupd.cache import Cache, CachingStore
+
+IDLE_SECONDS = 60  # a connection that sends nothing for this long is closed
+MAX_CONNECTIONS = 512  # per worker; the longest idle goes first
+SEND_SECONDS = 2  # an answer the client does not take in this time ends the connection
+_PEERCRED = struct.Struct("3i")
+_COUNTED = ("ok", "none", "refused", "temp", "denied", "bad", "stale", "internal")
+
+
+class Peer:
+    """The process at the other end: SO_PEERCRED's pid, uid and gid, and what it may ask."""
+
+    __slots__ = ("pid", "uid", "gid", "cls")
+
+    def __init__(self, pid: int, uid: int, gid: int, cls: str | None) -> None:
+        self.pid = pid
+        self.uid = uid
+        self.gid = gid
+        self.cls = cls
+
+
+def resolve_users(names) -> set[int]:
+    """uids of user names or numbers; unknown names are left out (and reported)."""
+    import pwd
+
+    from vpop.log import stderr_line
+
+    uids = set()
+    for name in names:
+        if name.isdigit():
+            uids.add(int(name))
+            continue
+        try:
+            uids.add(pwd.getpwnam(name).pw_uid)
+        except KeyError:
+            stderr_line(f"vlookupd: no user {name}: left out of the lookup_*_users")
+    return uids
+
+
+class Trust:
+    """uid -> peer class (see the module)."""
+
+    def __init__(self, trusted: set[int], getpw: set[int]) -> None:
+        self.trusted = trusted | {0}
+        self.getpw = getpw - self.trusted
+
+    @classmethod
+    def of(cls, settings) -> "Trust":
+        return cls(resolve_users(settings.lookup_trusted_users), resolve_users(settings.lookup_getpw_users))
+
+    def classify(self, uid: int) -> str | None:
+        if uid in self.trusted:
+            return handlers.FULL
+        if uid in self.getpw:
+            return handlers.GETPW
+        return None
+
+
+class Connection:
+    __slots__ = ("sock", "peer", "buffer", "active")
+
+    def __init__(self, sock: socket.socket, peer: Peer) -> None:
+        self.sock = sock
+        self.peer = peer
+        self.buffer = bytearray()
+        self.active = time.monotonic()
+
+
+class Worker:
+    """The loop, the store and the cache of one worker process."""
+
+    def __init__(self, index: int, settings, listener: socket.socket, stats, trust: Trust, master_pid: int,
+                 master_fd: int, log, load) -> None:
+        self.index = index
+        self.settings = settings
+        self.listener = listener
+        self.stats = stats
+        self.row = stats.row(index)
+        self.trust = trust
+        self.master_pid = master_pid
+        self.master_fd = master_fd
+        self.log = log  # the daemon's own syslog lines
+        self.load = load  # () -> (settings, identity): the settings file read again
+        self.identity = load.identity
+        self.pid = os.getpid()
+        self.cache = Cache(settings.lookup_cache_seconds, settings.lookup_cache_entries, stats)
+        self._store = None
+        self.opened_at = 0  # the request during which the store was opened
+        self.serial = 0  # requests served
+        self.connections: dict[int, Connection] = {}
+        self.stopping = False
+        self.reload_wanted = False
+
+    # ------------------------------------------------------------------ the store
+
+    def store(self):
+        if self._store is None:
+            from vpop.stores import open_store
+
+            self._store = open_store(self.settings, self.log)
+            self.opened_at = self.serial
+        return self._store
+
+    def reset_store(self) -> None:
+        """Forget the store and its connections: the next request connects again."""
+        if self._store is not None:
+            try:
+                self._store.close()
+            except Exception:  # a broken connection may fail to close: it is gone either way
+                pass
+            self._store = None
+
+    def caching_store(self, use_cache: bool) -> CachingStore:
+        return CachingStore(self.store(), self.cache, self.row, self.invalidate, use_cache)
+
+    def invalidate(self) -> None:
+        """Void the cached answers of every worker (the shared generation moves on)."""
+        self.row.add("invalidations")
+        self.cache.clear()
+
+    def with_reconnect(self, work, start_again=None):
+        """``work()``; once more on new connections when the database failed on connections
+        opened before this request (the server closed them meanwhile: wait_timeout, a restart)."""
+        try:
+            return work()
+        except DatabaseFailure:
+            if self._store is None or self.opened_at >= self.serial:
+                raise
+        self.reset_store()
+        self.row.add("reconnects")
+        if start_again is not None:
+            start_again()
+        return work()
+
+    def warm_up(self) -> None:
+        """Connect now, so that the pool's connections exist before the first client."""
+        try:
+            store = self.store()
+            store.probe()
+            store.connect_for_updates()
+        except VpopError as exc:
+            self.log.send(f"worker {self.index}: not connected yet: {exc.message}", "warning")
+            self.reset_store()
+
+    # ------------------------------------------------------------------ settings
+
+    def same_settings(self, fields) -> bool:
+        """The client's settings file is the daemon's (read again if it changed meanwhile)."""
+        wanted = fields.get("config_id")
+        if wanted is None or wanted.decode("ascii", "replace") == self.identity:
+            return True
+        if self.load.changed():
+            self.reload()
+        return wanted.decode("ascii", "replace") == self.identity
+
+    def reload(self) -> None:
+        self.reload_wanted = False
+        try:
+            settings, identity = self.load()
+        except VpopError as exc:
+            self.log.send(f"worker {self.index}: settings not reloaded: {exc.message}", "err")
+            return
+        self.reset_store()
+        self.settings, self.identity = settings, identity
+        self.trust = Trust.of(settings)
+        self.cache = Cache(settings.lookup_cache_seconds, settings.lookup_cache_entries, self.stats)
+
+    # ------------------------------------------------------------------ requests
+
+    def answer(self, peer: Peer, op: str, fields) -> tuple[str, list]:
+        allowed = handlers.NEEDS.get(op)
+        if allowed is None:
+            return "bad", [("message", f"unknown request {op}")]
+        if peer.cls not in allowed:
+            return "denied", [("message", f"uid {peer.uid} may not ask {op}")]
+        if not self.same_settings(fields):
+            return "stale", [("message", f"the daemon runs with the settings of {self.load.path}")]
+        from vpop import clock
+
+        clock.fix(fields.text("clock") or None)  # the client's VPOP_CLOCK, or the system clock
+        try:
+            return self.with_reconnect(lambda: handlers.HANDLERS[op](self, peer, fields))
+        except handlers.BadRequest as exc:
+            return "bad", [("message", str(exc))]
+        except VpopError as exc:
+            if is_database_failure(exc):
+                self.reset_store()
+            return handlers.outcome(exc)
+        except Exception as exc:  # the client does its direct lookup, which will say what went wrong
+            self.log.send(f"internal error {exc.__class__.__name__} at {raised_at(exc, 'vlookupd')} "
+                          f"in {op}", "err")
+            self.reset_store()
+            return "internal", [("message", exc.__class__.__name__)]
+        finally:
+            clock.fix(None)
+            self.row.set("cache_entries", len(self.cache.items))
+
+    def respond(self, conn: Connection, op: str, fields) -> bool:
+        """Answer one request; False when the connection is to be closed."""
+        started = time.monotonic()
+        self.serial += 1
+        self.row.add("requests")
+        status, answer = self.answer(conn.peer, op, fields)
+        self.row.add(status if status in _COUNTED else "bad")
+        try:
+            frame = encode(status, answer)
+        except ValueError:
+            status, frame = "internal", encode("internal", [("message", "answer too long")])
+        keep = self.send(conn, frame) and status != "denied"
+        self.row.latency(time.monotonic() - started)
+        return keep
+
+    def send(self, conn: Connection, frame: bytes) -> bool:
+        try:
+            conn.sock.settimeout(SEND_SECONDS)
+            conn.sock.sendall(frame)
+            conn.sock.setblocking(False)
+            return True
+        except OSError:
+            return False
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the master stops us
+        signal.signal(signal.SIGHUP, self._hup)
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)
+        self.row.set("pid", self.pid)
+        self.warm_up()
+        selector = selectors.DefaultSelector()
+        self.listener.setblocking(False)
+        selector.register(self.listener, selectors.EVENT_READ, "listen")
+        selector.register(self.master_fd, selectors.EVENT_READ, "master")
+        selector.register(wake_r, selectors.EVENT_READ, "wake")
+        while not self.stopping:
+            for key, _ in selector.select(timeout=5):
+                if key.data == "listen":
+                    self.accept(selector)
+                elif key.data == "master":
+                    self.stopping = True  # the master is gone: its pipe reads EOF
+                elif key.data == "wake":
+                    try:
+                        os.read(wake_r, 512)
+                    except BlockingIOError:
+                        pass
+                else:
+                    self.readable(selector, key.data)
+            if self.reload_wanted:
+                self.reload()
+            self.close_idle(selector)
+        for conn in list(self.connections.values()):
+            self.close(selector, conn)
+        self.reset_store()
+
+    def _stop(self, signum, frame) -> None:
+        self.stopping = True
+
+    def _hup(self, signum, frame) -> None:
+        self.reload_wanted = True
+
+    def accept(self, selector) -> None:
+        for _ in range(16):
+            try:
+                sock, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and friends: try again on the next round
+                self.log.send(f"worker {self.index}: accept failed: {exc.strerror}", "err")
+                return
+            pid, uid, gid = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                             _PEERCRED.size))
+            sock.setblocking(False)
+            conn = Connection(sock, Peer(pid, uid, gid, self.trust.classify(uid)))
+            self.row.add("connections")
+            if len(self.connections) >= MAX_CONNECTIONS:
+                oldest = min(self.connections.values(), key=lambda c: c.active)
+                self.close(selector, oldest)
+            self.connections[sock.fileno()] = conn
+            selector.register(sock, selectors.EVENT_READ, conn)
+
+    def readable(self, selector, conn: Connection) -> None:
+        try:
+            data = conn.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.close(selector, conn)
+            return
+        conn.active = time.monotonic()
+        conn.buffer += data
+        while True:
+            try:
+                frame = self._take_frame(conn)
+            except ProtocolError as exc:
+                self.row.add("requests")
+                self.row.add("bad")
+                self.send(conn, encode("bad", [("message", str(exc))]))
+                self.close(selector, conn)
+                return
+            if frame is None:
+                return
+            op, fields = frame
+            if not self.respond(conn, op, fields):
+                self.close(selector, conn)
+                return
+
+    @staticmethod
+    def _take_frame(conn: Connection):
+        """The next complete request in the buffer, or None (wait for more)."""
+        end = conn.buffer.find(b"\n", 0, MAX_HEADER + 1)
+        if end < 0:
+            if len(conn.buffer) > MAX_HEADER:
+                raise ProtocolError("header too long")
+            return None
+        op, length = parse_header(bytes(conn.buffer[:end]))
+        if len(conn.buffer) < end + 1 + length:
+            if length > MAX_BODY:
+                raise ProtocolError("body too long")
+            return None
+        body = bytes(conn.buffer[end + 1:end + 1 + length])
+        del conn.buffer[:end + 1 + length]
+        return op, decode_body(body)
+
+    def close(self, selector, conn: Connection) -> None:
+        self.connections.pop(conn.sock.fileno(), None)
+        try:
+            selector.unregister(conn.sock)
+        except (KeyError, ValueError):
+            pass
+        conn.sock.close()
+
+    def close_idle(self, selector) -> None:
+        limit = time.monotonic() - IDLE_SECONDS
+        for conn in [c for c in self.connections.values() if c.active < limit]:
+            self.close(selector, conn)
+
