@@ -359,3 +359,41 @@ def test_vmail_sql_popbox_added_on_the_primary_during_the_lag(pair: Pair, dbs: P
         done, _record = tree.login(fd3_payload("ivy@example.com", "secret", b"<1.2@mail>"))
         assert done.returncode == 0, done.stderr
         assert tree.deliver("nobody@example.com", MESSAGE, domain_dir=mail).returncode == 100
+
+
+# ------------------------------------------------------------------ through vlookupd
+
+
+def test_through_the_daemon_the_lag_loses_nothing_either(site: Tree) -> None:
+    """vlookupd's workers read the replica; a "no such user" is confirmed on the primary (the
+    client asks again with ``primary``, or the daemon's own login decision does), and the next
+    request reads the replica again."""
+    from lookupd import Daemon
+
+    primary, replica = site.servers
+    with Daemon(site, workers=1):
+        assert login(site, "bob@example.com").returncode == 0
+        stop_sql_thread(replica)
+        assert vadduser(site, "kim@example.com", "kimpw").returncode == 0
+        delivered = site.deliver("kim@example.com", MESSAGE)
+        assert delivered.returncode == 0, delivered.stdout
+        assert len(new_mail(user_dir(site, site.primary, "kim"))) == 1
+        assert login(site, "kim@example.com", "kimpw").returncode == 0
+        assert site.deliver("nobody@example.com", MESSAGE).returncode == 100
+        assert login(site, "nobody@example.com").returncode == 1
+        # back on the replica: a row only the replica has is what the daemon reads
+        before = com_select(primary)
+        assert login(site, "bob@example.com").returncode == 0
+        assert com_select(primary) == before
+
+
+def test_the_daemon_keeps_working_when_the_replica_dies(site: Tree) -> None:
+    from lookupd import Daemon
+
+    with Daemon(site, workers=1):
+        assert login(site, "bob@example.com").returncode == 0
+        with stopped(site.servers[1]):
+            done = login(site, "bob@example.com")
+            assert done.returncode == 0, done.stderr
+            assert site.deliver("bob@example.com", MESSAGE, timeout=30).returncode == 0
+        assert login(site, "bob@example.com").returncode == 0

@@ -202,8 +202,15 @@ class Worker:
         from vpop import clock
 
         clock.fix(fields.text("clock") or None)  # the client's VPOP_CLOCK, or the system clock
+        primary = fields.get("primary") == b"1"  # a client confirming a "not found" (replica lag)
+
+        def work():
+            if primary:
+                self.store().read_from_primary()
+            return handlers.HANDLERS[op](self, peer, fields)
+
         try:
-            return self.with_reconnect(lambda: handlers.HANDLERS[op](self, peer, fields))
+            return self.with_reconnect(work)
         except handlers.BadRequest as exc:
             return "bad", [("message", str(exc))]
         except VpopError as exc:
@@ -217,6 +224,8 @@ class Worker:
             return "internal", [("message", exc.__class__.__name__)]
         finally:
             clock.fix(None)
+            if self._store is not None:
+                self._store.follow_replica()  # a confirmation moves one request to the primary
             self.row.set("cache_entries", len(self.cache.items))
 
     def respond(self, conn: Connection, op: str, fields) -> bool:

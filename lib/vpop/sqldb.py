@@ -42,6 +42,10 @@ def _import_pymysql():
     return pymysql
 
 
+#: seconds a long-lived process reads from the primary after its read server failed
+REPLICA_RETRY = 30
+
+
 class Database:
     """Lazy read and update connections described by two :class:`Server` entries."""
 
@@ -57,6 +61,7 @@ class Database:
         #: reads on the update connection: the admin tools (they read what they are about to
         #: change), and a lookup being confirmed after the replica said "no such row"
         self.primary_reads = False
+        self._replica_down_until = 0.0
 
     @property
     def has_replica(self) -> bool:
@@ -76,8 +81,13 @@ class Database:
         return True
 
     def follow_replica(self) -> None:
-        """Reads back on the read server (a long-lived process, after a confirmed lookup)."""
-        self.primary_reads = False
+        """Reads back on the read server (a long-lived process, after each request), unless the
+        read server failed in the last :data:`REPLICA_RETRY` seconds: a hung replica would
+        otherwise cost every request a connect timeout."""
+        import time
+
+        if time.monotonic() >= self._replica_down_until:
+            self.primary_reads = False
 
     def _connect(self, server: Server):
         pymysql = _import_pymysql()
@@ -115,9 +125,11 @@ class Database:
                 if self.update_server is self.read_server:
                     raise DatabaseFailure(f"database down: {self._describe(first)}") from None
                 try:
-                    self._read = self.writer()
+                    conn = self.writer()
                 except TemporaryFailure:
                     raise DatabaseFailure(f"database down: {self._describe(first)}") from None
+                self._replica_failed()  # reads on the primary (a while, in a daemon)
+                return conn
         return self._read
 
     def writer(self):
@@ -176,7 +188,7 @@ class Database:
             self._drop(conn)
             if on_primary:
                 raise
-            self.primary_reads = True  # the replica failed: the primary answers from now on
+            self._replica_failed()  # the primary answers from now on (a while, in a daemon)
             with self.writer().cursor() as cursor:
                 return run(cursor)
 
@@ -191,6 +203,12 @@ class Database:
             except self._errors():
                 pass
         return DatabaseFailure(f"database update failed: {self._describe(exc)}")
+
+    def _replica_failed(self) -> None:
+        import time
+
+        self.primary_reads = True
+        self._replica_down_until = time.monotonic() + REPLICA_RETRY
 
     def _drop(self, conn) -> None:
         """Forget a connection that failed, so that the next use connects again."""

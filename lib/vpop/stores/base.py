@@ -152,6 +152,12 @@ class Store:
         db = getattr(self, "db", None)
         return db is not None and db.confirm_on_primary()
 
+    def follow_replica(self) -> None:
+        """Reads back on the read server (vlookupd, after each request)."""
+        db = getattr(self, "db", None)
+        if db is not None:
+            db.follow_replica()
+
     def read_from_primary(self) -> None:
         """Every read on the update server (the admin tools: they read what they change)."""
         db = getattr(self, "db", None)

@@ -40,6 +40,9 @@ class DaemonStore:
         self.log = log
         self.client: Client | None = Client(settings)
         self._direct = None
+        #: ask the daemon to read from the primary (a "not found" being confirmed; see
+        #: :meth:`vpop.stores.base.Store.confirm_on_primary`)
+        self.primary = False
 
     # ------------------------------------------------------------------ plumbing
 
@@ -63,10 +66,20 @@ class DaemonStore:
         """
         if self.client is None:
             raise Unavailable("the daemon did not answer before")
-        status, answer = self.client.ask(op, fields)
+        status, answer = self.client.ask(op, [*fields, ("primary", "1")] if self.primary else fields)
         if status == "temp":
             raise failure(answer)
         return status, answer
+
+    def confirm_on_primary(self) -> bool:
+        """Once: the questions that follow are answered from the primary (only the daemon knows
+        whether there is a replica; with one server the second round costs one round trip)."""
+        if self._direct is not None:
+            return self._direct.confirm_on_primary()
+        if self.primary or self.settings.store == "cdb":
+            return False
+        self.primary = True
+        return True
 
     def close(self) -> None:
         if self.client is not None:
