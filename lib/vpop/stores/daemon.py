@@ -141,14 +141,15 @@ class DaemonStore:
         return record.dir
 
     @_or_direct
-    def next_user_subdir(self, domain, uid: int | None, gid: int | None) -> str:
+    def next_user_subdir(self, domain, uid: int | None, gid: int | None, noted=None) -> str:
         """MySQL keeps the count in ``dir_control`` (asked of the daemon); the others in files,
-        written here as the process's own uid."""
-        if self.settings.store != "mysql":
-            return self.direct().next_user_subdir(domain, uid, gid)
+        written here as the process's own uid.  ``noted`` (the admin tools' kill note) is for the
+        file stores only: a delivery passes none."""
+        if self.settings.store != "mysql" or noted is not None:
+            return self.direct().next_user_subdir(domain, uid, gid, noted)
         return self._ask("subdir", [("domain", domain.name)])[1].text("subdir")
 
-    def make_user_dir(self, domain, user: str, uid: int | None, gid: int | None) -> str:
+    def make_user_dir(self, domain, user: str, uid: int | None, gid: int | None, noted=None) -> str:
         from vpop.stores.base import Store
 
-        return Store.make_user_dir(self, domain, user, uid, gid)
+        return Store.make_user_dir(self, domain, user, uid, gid, noted)
