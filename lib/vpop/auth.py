@@ -351,8 +351,7 @@ def rehash_password(attempt: Attempt, store, record, domain, password: bytes, sc
     except (TemporaryFailure, OSError, ValueError) as exc:
         attempt.say(vlog.INTERNAL, f"password not rehashed {attempt.who()}: {exc}")
         return
-    if written:
-        record.passwd = new
+    if written:  # the store's method has set record.passwd
         attempt.say(vlog.AUTH, f"password rehashed {kind} -> {scheme} {attempt.who()}")
     else:
         attempt.say(vlog.AUTH, f"password not rehashed: changed meanwhile {attempt.who()}")

@@ -13,7 +13,6 @@ import os
 from vpop.assign import Domain
 from vpop.errors import TemporaryFailure
 from vpop.stores.base import Store, User, to_int
-from vpop.stores.locks import VpasswdLock
 
 TYPE_CHECKING = False  # typing costs import time; the names below are only for annotations
 if TYPE_CHECKING:
@@ -234,6 +233,8 @@ class CdbStore(Store):
 
     def set_user_dir(self, record: User, domain: Domain, path: str) -> str:
         """Under the vpasswd lock: re-read the line, and fill ``pw_dir`` only if it is still blank."""
+        from vpop.stores.locks import VpasswdLock  # a write: not on the lookup path
+
         try:
             with VpasswdLock(domain.dir):
                 lines = read_lines(domain.dir)
@@ -259,6 +260,8 @@ class CdbStore(Store):
         """Under the vpasswd lock: re-read the line; only its hash field changes, and only if it is
         still ``old``.  vpasswd and vpasswd.cdb are rewritten (temp file, fsync, rename) with the
         domain's uid/gid: the caller runs this as the domain's uid (``as_mail_user``)."""
+        from vpop.stores.locks import VpasswdLock
+
         prefix = record.name + ":"
         try:
             with VpasswdLock(domain.dir):
