@@ -141,7 +141,7 @@ def _replace_at(dir_fd: int, name: str, path: str, fill: "Callable[[BinaryIO], o
 def lock_file(path: str, uid: int | None = None, gid: int | None = None) -> int:
     """Open and ``lockf`` the lock file ``path``; returns the descriptor (close it to unlock).
 
-    Never follows a symlink and accepts only a regular file: root takes these locks in
+    Never follows a symlink and accepts only a regular file with one link: root takes these locks in
     directories the mail user owns.  A lock file created here is given to ``uid``/``gid``
     (so the domain's uid can take it later); an existing one is never chowned.
     """
@@ -158,8 +158,11 @@ def lock_file(path: str, uid: int | None = None, gid: int | None = None) -> int:
     except OSError as exc:
         raise TemporaryFailure(f"cannot open {path}: {exc}") from exc
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
             raise TemporaryFailure(f"{path} is not a regular file")
+        if info.st_nlink != 1:  # a hard link a mail user made to a file of someone else's
+            raise TemporaryFailure(f"{path} has {info.st_nlink} links: not a lock file")
         if created and uid is not None:
             os.fchown(fd, uid, -1 if gid is None else gid)
         fcntl.lockf(fd, fcntl.LOCK_EX)

@@ -13,12 +13,14 @@ class VpasswdLock:
         self.fd = -1
 
     def __enter__(self) -> "VpasswdLock":
-        from vpop.files import lock_file
+        from vpop.files import ANY_OWNER, UserDir
 
-        owner = None
-        if os.geteuid() == 0:  # as root (vadduser): leave a lock the domain's uid (vdelivermail) can open
-            owner = os.stat(os.path.dirname(self.path))
-        self.fd = lock_file(self.path, owner and owner.st_uid, owner and owner.st_gid)
+        # Through UserDir.lock: no link followed, a regular file owned by the directory's owner
+        # (or root), one link; as root, a lock made here (or vpopmail's empty root one) is given
+        # to the directory's owner, so the domain's uid (vdelivermail) can take it too.
+        with UserDir(os.path.dirname(self.path), ANY_OWNER, follow=True) as directory:
+            owner = directory.uid if os.geteuid() == 0 else None
+            self.fd = directory.lock(os.path.basename(self.path), owner, directory.gid)
         return self
 
     def __exit__(self, *exc) -> None:
