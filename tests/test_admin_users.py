@@ -262,6 +262,12 @@ def test_vsetuserquota_user_and_domain(any_tree: Tree) -> None:
     (("vuserinfo", "bob@nowhere.test"), 255, b"no such user bob@nowhere.test\n"),
     (("vuserinfo",), 2, None),
     (("vmoduser", "-Z", "bob@example.com"), 2, None),
+    # what would split or break the vpasswd line (a ':' or a newline in a field)
+    (("vmoduser", "-C", "new:pw", "bob@example.com"), 236, b"Error: bad character\n"),
+    (("vmoduser", "-C", "new\npw", "bob@example.com"), 236, b"Error: bad character\n"),
+    (("vmoduser", "-c", "Bob\nx:y", "bob@example.com"), 236, b"Error: bad character\n"),
+    (("vmoduser", "-e", "$1$ab$c:d", "bob@example.com"), 255,
+     b"Error: invalid encrypted password (one word, no ':', at most 128 characters)\n"),
 ])
 def test_refusals_change_nothing(cdb_tree: Tree, argv: tuple[str, ...], code: int, out: bytes | None) -> None:
     tree = cdb_tree

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -613,3 +614,21 @@ def test_no_database_driver_through_the_daemon(sql_tree: Tree, getpw_site: Qmail
             assert b"import time:" in text and b"pymysql" not in text, name
     for name, text in imports(False).items():  # the direct path does import it: the check can fail
         assert b"| pymysql" in text, name
+
+
+def test_a_file_where_the_socket_goes_is_left_alone(tree: Tree) -> None:
+    """A lookup_socket that names an existing file (a typo) is not removed: vlookupd refuses to start."""
+    daemon = Daemon(tree, start=False)
+    daemon.socket.write_bytes(b"precious\n")
+    env = {"PATH": "/usr/bin:/bin", "VPOP_CONFIG": str(tree.config)}
+    done = subprocess.run([program("vlookupd")], env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                          timeout=30)
+    assert done.returncode == 111, done
+    assert b"is not a socket" in done.stdout + done.stderr
+    assert daemon.socket.read_bytes() == b"precious\n"
+
+
+def test_the_socket_is_made_mode_0666_by_its_bind(daemon: Daemon) -> None:
+    """Any uid may connect (its peer credentials decide what it gets); no chmod by name is needed."""
+    mode = os.lstat(daemon.socket).st_mode
+    assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o666

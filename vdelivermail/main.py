@@ -10,9 +10,9 @@ import os
 import sys
 
 from vpop.errors import PermanentFailure, TemporaryFailure, VpopError, is_database_failure
+from vpop.flags import BOUNCE_MAIL
 
 INVALID_SYNTAX = "vdelivermail: invalid syntax in .qmail-default file"
-BOUNCE_MAIL = 0x10
 
 
 def _out(text: str) -> None:

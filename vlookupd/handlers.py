@@ -236,8 +236,10 @@ def subdir(worker, peer, fields) -> tuple[str, list]:
     from vpop.privileges import ActingAs
 
     found = _existing_domain(worker, fields)
+    store = worker.store()
+    store.connect_for_updates()  # as root: the credentials and the socket may be root's only
     with ActingAs(found.uid, found.gid):
-        path = worker.store().next_user_subdir(found, None, None)
+        path = store.next_user_subdir(found, None, None)
     return "ok", [("subdir", path)]
 
 

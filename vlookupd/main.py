@@ -63,14 +63,23 @@ def bind_socket(path: str) -> socket.socket:
         try:
             probe.connect(path)
         except OSError:
+            import stat
+
+            if not stat.S_ISSOCK(os.lstat(path).st_mode):  # a file the setting names by mistake
+                raise TemporaryFailure(f"{path} exists and is not a socket: not removed") from None
             os.unlink(path)  # left by a daemon that is gone
         else:
             raise TemporaryFailure(f"another vlookupd answers on {path}")
         finally:
             probe.close()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
-    os.chmod(path, 0o666)
+    # mode 0666 from the bind itself (the peer's uid decides, see worker.Trust): a chmod by name
+    # afterwards could follow a link put there meanwhile
+    old_umask = os.umask(0o111)
+    try:
+        listener.bind(path)
+    finally:
+        os.umask(old_umask)
     listener.listen(256)
     return listener
 

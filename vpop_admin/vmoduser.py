@@ -2,7 +2,7 @@
 
 from collections.abc import Sequence
 
-from vpop.admin import cli
+from vpop.admin import changes, cli
 
 USAGE = """vmoduser: usage: [options] email_addr or domain (for each user in domain)
 options: -v ( display the vpopmail version number )
@@ -72,8 +72,13 @@ def command(args: Sequence[str]) -> int:
             flags |= FLAGS[letter]
     if not operands:
         raise cli.Usage(USAGE)
-    if gecos is not None and ":" in gecos:
-        raise cli.AdminError("Error: bad character", 256 - 20)
+    # what would split or break the vpasswd line is refused before anything is read or changed
+    if gecos is not None:
+        users.check_gecos(gecos)
+    if clear is not None:
+        users.check_password_text(clear)
+    if crypted is not None:
+        changes.check_crypted(crypted)
     target = operands[0]
     settings = cli.load()
     new_hash = users.new_password_hash(settings, clear) if clear else None

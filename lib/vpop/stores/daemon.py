@@ -62,12 +62,13 @@ class DaemonStore:
     def _ask(self, op: str, fields: list):
         """The daemon's answer (status, fields); raises Unavailable when it cannot answer.
 
-        ``temp`` is the outcome itself (the database is down behind the daemon): raised.
+        ``temp`` and ``refused`` are the outcome itself (the database is down behind the daemon,
+        a request the daemon turned down): raised, never read as "nothing there".
         """
         if self.client is None:
             raise Unavailable("the daemon did not answer before")
         status, answer = self.client.ask(op, [*fields, ("primary", "1")] if self.primary else fields)
-        if status == "temp":
+        if status in ("temp", "refused"):
             raise failure(answer)
         return status, answer
 

@@ -606,11 +606,12 @@ class _Transaction:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.outer = False
+        self.conn = None
 
     def __enter__(self) -> "_Transaction":
         from vpop.errors import DatabaseFailure
 
-        conn = self.db.writer()
+        conn = self.conn = self.db.writer()
         self.outer = not getattr(conn, "_vpop_in_transaction", False)
         if self.outer:
             try:
@@ -621,13 +622,19 @@ class _Transaction:
         return self
 
     def __exit__(self, kind: object, *exc: object) -> None:
-        from vpop.errors import CommitUnanswered
+        from vpop.errors import CommitUnanswered, DatabaseFailure
 
         if not self.outer:
             return
-        conn = self.db.writer()
+        conn = self.conn
         conn._vpop_in_transaction = False
         errors = self.db._errors()
+        if conn is not self.db._update:
+            # the connection was lost (and dropped) inside the block: the server rolled the
+            # transaction back; a COMMIT on a new connection would only seem to succeed
+            if kind is None:
+                raise DatabaseFailure("database update failed: the connection was lost in a transaction")
+            return
         if kind is None:
             try:
                 conn.commit()
