@@ -122,7 +122,7 @@ class Database:
             try:
                 self._read = self._connect(self.read_server)
             except errors as first:
-                if not self.has_replica:
+                if self.update_server is self.read_server:
                     raise DatabaseFailure(f"database down: {self._describe(first)}") from None
                 try:
                     conn = self.writer()
@@ -133,8 +133,10 @@ class Database:
         return self._read
 
     def writer(self):
-        if self._update is None and self._read is not None and not self.has_replica:
-            self._update = self._read  # one server (one line, or two naming the same): one connection
+        # One line in the credentials file: one connection.  Two lines naming one server may still
+        # name two users (a read-only one for reads): each gets its own connection.
+        if self._update is None and self._read is not None and self.update_server is self.read_server:
+            self._update = self._read
         if self._update is None:
             try:
                 self._update = self._connect(self.update_server)
