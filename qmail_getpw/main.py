@@ -15,16 +15,19 @@ matches no ``mailbox`` row; /etc/passwd is asked with its bytes.
 stdin is qmail-lspawn's command pipe and is never read; stderr is closed by qmail-start and
 is never written (a descriptor opened later could take its number): why a delivery was
 deferred goes to syslog.
+
+With ``lookup_socket`` set, the table and /etc/passwd are asked through vlookupd, all the
+candidates in one ``candidates`` request; the homes are still checked here, with qmail-getpw's
+own permissions.  That path imports no ``os`` and no database driver.
 """
 
 import errno
-import os
+import posix
 import sys
 
 from vpop.errors import TemporaryFailure, VpopError, raised_at
+from vpop.getpw import Entry, candidates, find_entry
 
-BREAK = b"-"
-USERLEN = 32  # GETPW_USERLEN: candidates of 32 bytes or more are skipped
 EXIT_NFS, EXIT_NOALIAS, EXIT_SYS = 115, 116, 118
 EXIT_ROOT = 113  # QLX_ROOT: qmail-lspawn reports "Not allowed to perform deliveries as root."
 # error_temp's list: a stat failing with one of these is temporary (exit 115).
@@ -37,20 +40,12 @@ TEMPORARY_ERRNOS = frozenset(
     if hasattr(errno, name)
 )
 
-#: user, uid, gid, home as qmail-getpw prints them (names and homes as bytes).
-Entry = tuple[bytes, int, int, bytes]
-
-
 class HomeCheckFailed(Exception):
     """stat(home) failed temporarily (qmail-getpw's QLX_NFS)."""
 
 
 class Lookup:
-    """Candidate lookups: the mailbox table first (qmail-mysql store), then /etc/passwd.
-
-    The table is asked through vlookupd when ``lookup_socket`` is set (directly when it cannot
-    answer): no database driver and no connection of its own per delivery.
-    """
+    """Candidate lookups, directly: the mailbox table first (qmail-mysql store), then /etc/passwd."""
 
     def __init__(self, settings, logger=None) -> None:
         self.settings = settings
@@ -58,29 +53,52 @@ class Lookup:
         if settings.store == "qmail-mysql":
             from vpop.stores import open_store
 
-            self.store = open_store(settings, logger, via_daemon=True)
+            self.store = open_store(settings, logger)
 
     def find(self, name: bytes) -> Entry | None:
-        """The entry of ``name`` (bytes as received, ASCII-lower-cased by the caller), or None.
+        """The entry of ``name`` (bytes as received, ASCII-lower-cased by the caller), or None."""
+        return find_entry(self.store, self.settings.getpw_system_users, name)
 
-        The table holds UTF-8 text, so the name is decoded as UTF-8 whatever the locale; a name
-        that is not UTF-8 matches no row (the store says so).  /etc/passwd is asked with the
-        bytes themselves, as getpwnam(3) would be.
-        """
-        if self.store is not None:
-            account = self.store.mailbox(name.decode("utf-8", "surrogateescape"))
-            if account is not None:
-                return (account.name.encode("utf-8", "surrogateescape"), account.uid, account.gid,
-                        account.home.encode("utf-8", "surrogateescape"))
-        if self.settings.getpw_system_users:
-            import pwd
+    def confirm_on_primary(self) -> bool:
+        return self.store is not None and self.store.confirm_on_primary()
 
-            try:
-                entry = pwd.getpwnam(os.fsdecode(name))
-            except KeyError:
-                return None
-            return os.fsencode(entry.pw_name), entry.pw_uid, entry.pw_gid, os.fsencode(entry.pw_dir)
-        return None
+
+class DaemonLookup:
+    """The same lookups answered by vlookupd, every candidate of the local part and ``alias`` at
+    once; :meth:`confirm_on_primary` asks again on the primary when the daemon read a replica."""
+
+    def __init__(self, settings, client, local: bytes) -> None:
+        self.client = client
+        self.local = local
+        self.primary = False
+        self.entries = self._ask()
+
+    def _ask(self) -> dict:
+        fields = [("local", self.local)] + ([("primary", "1")] if self.primary else [])
+        status, answer = self.client.ask("candidates", fields)
+        if status != "ok":
+            from vpop.lookup.client import failure
+
+            raise failure(answer)
+        self.replica = answer.get("replica") == b"1"
+        try:
+            rows = zip(answer.all("candidate"), answer.all("name"), answer.all("uid"), answer.all("gid"),
+                       answer.all("home"), strict=True)
+            return {candidate: (name, int(uid), int(gid), home) for candidate, name, uid, gid, home in rows}
+        except ValueError:
+            from vpop.lookup.client import Unavailable
+
+            raise Unavailable("a candidates answer that does not parse") from None
+
+    def find(self, name: bytes) -> Entry | None:
+        return self.entries.get(name)
+
+    def confirm_on_primary(self) -> bool:
+        if self.primary or not self.replica:
+            return False
+        self.primary = True
+        self.entries = self._ask()
+        return True
 
 
 def home_owned(uid: int, home: str | bytes, gid: int | None = None) -> bool:
@@ -92,7 +110,7 @@ def home_owned(uid: int, home: str | bytes, gid: int | None = None) -> bool:
     if uid == 0 or gid == 0:
         return False
     try:
-        return os.stat(home).st_uid == uid
+        return posix.stat(home).st_uid == uid
     except OSError as exc:
         if exc.errno in TEMPORARY_ERRNOS:
             raise HomeCheckFailed() from None
@@ -101,13 +119,8 @@ def home_owned(uid: int, home: str | bytes, gid: int | None = None) -> bool:
 
 def resolve(local: bytes, lookup: Lookup) -> tuple[bytes, int, int, bytes, bytes, bytes] | int:
     """The six output fields for ``local`` (the argument's bytes), or an exit code."""
-    for pos in range(len(local), 0, -1):
-        if pos != len(local) and local[pos:pos + 1] != BREAK:
-            continue
-        candidate = local[:pos]
-        if len(candidate) >= USERLEN:
-            continue
-        found = lookup.find(candidate.lower())  # bytes.lower(): A-Z only, as case_lowerb
+    for pos, candidate in candidates(local):
+        found = lookup.find(candidate)
         if found is None:
             continue
         name, uid, gid, home = found
@@ -119,7 +132,7 @@ def resolve(local: bytes, lookup: Lookup) -> tuple[bytes, int, int, bytes, bytes
         if pos == len(local):
             return name, uid, gid, home, b"", b""
         return name, uid, gid, home, b"-", local[pos + 1:]
-    if lookup.store is not None and lookup.store.confirm_on_primary():
+    if lookup.confirm_on_primary():
         return resolve(local, lookup)  # no candidate on the replica: the primary decides before alias
     found = lookup.find(b"alias")
     if found is None:
@@ -159,16 +172,21 @@ def run(local: str, loaded: list) -> int:
     """One lookup for the local part ``local``; ``loaded`` receives the settings once read."""
     for fd in (0, 1, 2):  # keep later descriptors off 0-2 (stderr is closed under qmail-lspawn)
         try:
-            os.fstat(fd)
+            posix.fstat(fd)
         except OSError:
-            os.open(os.devnull, os.O_RDWR)
+            posix.open("/dev/null", posix.O_RDWR)
+    name = local.encode(sys.getfilesystemencoding(), "surrogateescape")  # the argument's bytes
     try:
         from vpop.config import load_settings
 
         settings = load_settings()
         loaded.append(settings)
-        lookup = Lookup(settings, _logger(settings) if settings.store == "qmail-mysql" else None)
-        result = resolve(os.fsencode(local), lookup)  # the argument's bytes, whatever the locale
+        result = None
+        if settings.store == "qmail-mysql" and settings.lookup_socket != "none":
+            result = resolve_through_daemon(settings, name)
+        if result is None:
+            lookup = Lookup(settings, _logger(settings) if settings.store == "qmail-mysql" else None)
+            result = resolve(name, lookup)
     except VpopError as exc:
         if loaded and isinstance(exc, TemporaryFailure) and not getattr(exc, "logged", False):
             # stderr is closed under qmail-lspawn: syslog is the only place to say why mail waits.
@@ -182,10 +200,24 @@ def run(local: str, loaded: list) -> int:
     view = memoryview(b"\0".join((name, b"%d" % uid, b"%d" % gid, home, dash, ext)) + b"\0")
     try:
         while view:
-            view = view[os.write(1, view):]
+            view = view[posix.write(1, view):]
     except OSError:
         return EXIT_SYS
     return 0
+
+
+def resolve_through_daemon(settings, local: bytes):
+    """:func:`resolve` on vlookupd's answers; None when the daemon cannot answer (then the
+    caller resolves directly: nothing was decided, stat(2) is all that was done)."""
+    from vpop.lookup.client import Client, Unavailable
+
+    client = Client(settings)
+    try:
+        return resolve(local, DaemonLookup(settings, client, local))
+    except Unavailable:
+        return None
+    finally:
+        client.close()
 
 
 def _logger(settings):

@@ -13,9 +13,10 @@ from vpop.lookup.client import kind_of
 FULL, GETPW = "full", "getpw"
 #: the peer classes allowed to send each request
 NEEDS = {
-    "hello": (FULL, GETPW), "getpw": (FULL, GETPW),
-    "auth": (FULL,), "domain": (FULL,), "user": (FULL,), "valias": (FULL,), "setdir": (FULL,),
-    "subdir": (FULL,), "popbox": (FULL,), "forwarders": (FULL,), "stats": (FULL,), "invalidate": (FULL,),
+    "hello": (FULL, GETPW), "getpw": (FULL, GETPW), "candidates": (FULL, GETPW),
+    "auth": (FULL,), "login": (FULL,), "domain": (FULL,), "user": (FULL,), "valias": (FULL,),
+    "setdir": (FULL,), "subdir": (FULL,), "popbox": (FULL,), "forwarders": (FULL,), "stats": (FULL,),
+    "invalidate": (FULL,),
 }
 PROTOCOL_VERSION = "1"
 
@@ -80,15 +81,39 @@ def _attempt(worker, peer, fields):
 
 
 def auth(worker, peer, fields) -> tuple[str, list]:
-    """:func:`vpop.auth.authenticate` for the client; cached answers never refuse (see cache)."""
+    """:func:`vpop.auth.authenticate` for the client (Dovecot's Lua script)."""
+    null_refusal = UsageError if fields.get("null") == b"usage" else AuthFailure
+    attempt = _attempt(worker, peer, fields)
+    return _decide(worker, attempt, fields, null_refusal, fields.get("record") != b"0")[:2]
+
+
+def login(worker, peer, fields) -> tuple[str, list]:
+    """vchkpw's whole question: its environment (:data:`vpop.lookup.client.LOGIN_ENVIRONMENT`),
+    the program it is to run and fd 3's fields; decided as vchkpw decides, with what vchkpw needs
+    to start the session (the service, Dovecot's variables, ``VPOPUSER``)."""
+    from vpop.auth import CheckpasswordAttempt, vpopuser
+    from vpop.lookup.client import LOGIN_ENVIRONMENT
+
+    environ = {name: fields.text(name) for name in LOGIN_ENVIRONMENT if fields.get(name) is not None}
+    attempt = CheckpasswordAttempt(environ, fields.text("program"), PeerLogger(worker.settings, peer.pid))
+    null_refusal = attempt.read_fd3(fields.get("password", b""), fields.get("nul") == b"1")
+    status, answer, grant = _decide(worker, attempt, fields, null_refusal, True)
+    answer += [("service", attempt.service), ("dovecot", "1" if attempt.dovecot else "0"),
+               ("lookup", "1" if attempt.lookup_only else "0"),
+               ("smtp_guess", "1" if attempt.smtp_by_name else "0")]
+    if grant is not None and grant.domain is not None:
+        answer.append(("vpopuser", vpopuser(grant, attempt.raw_login)))
+    return status, answer
+
+
+def _decide(worker, attempt, fields, null_refusal, record_login: bool) -> tuple[str, list, object]:
+    """:func:`vpop.auth.authenticate` on the worker's store (cached answers never refuse: see
+    :mod:`vlookupd.cache`): the status, the answer's fields and the Grant (None: refused)."""
     from vpop.auth import authenticate
 
     login = fields.get("login", b"")
     password = fields.get("password", b"")
     challenge = fields.get("challenge", b"")
-    null_refusal = UsageError if fields.get("null") == b"usage" else AuthFailure
-    record_login = fields.get("record") != b"0"
-    attempt = _attempt(worker, peer, fields)
     captured: list[str] = []
 
     def start_again() -> None:
@@ -121,7 +146,7 @@ def auth(worker, peer, fields) -> tuple[str, list]:
     status, answer = ("ok", grant_fields(grant, attempt)) if failed is None else outcome(failed)
     answer += [("user", attempt.user), ("domain", attempt.domain_name)]
     answer += [("stderr", line) for line in captured]
-    return status, answer
+    return status, answer, grant
 
 
 def grant_fields(grant, attempt) -> list:
@@ -254,6 +279,28 @@ def forwarders(worker, peer, fields) -> tuple[str, list]:
     return _listed(worker, fields, "local", "forwarders", "target")
 
 
+def candidates(worker, peer, fields) -> tuple[str, list]:
+    """qmail-getpw's whole question: the entry (``mailbox`` row, else /etc/passwd) of each candidate
+    of the local part and of ``alias``, in one answer; ``replica`` 1 when a replica was read.
+    The client checks the homes itself (with its own permissions) and decides."""
+    from vpop.getpw import candidates as names_of
+    from vpop.getpw import find_entry
+
+    local = fields.get("local")
+    if local is None:
+        raise BadRequest("no local")
+    settings = worker.settings
+    store = worker.store() if settings.store == "qmail-mysql" else None
+    answer = []
+    for _, name in [*names_of(local), (0, b"alias")]:
+        entry = find_entry(store, settings.getpw_system_users, name)
+        if entry is not None:
+            answer += [("candidate", name), ("name", entry[0]), ("uid", entry[1]), ("gid", entry[2]),
+                       ("home", entry[3])]
+    answer.append(("replica", "1" if store is not None and store.reads_from_replica() else "0"))
+    return "ok", answer
+
+
 def getpw(worker, peer, fields) -> tuple[str, list]:
     """qmail-getpw's question: a ``mailbox`` row's name, uid, gid and home, never its password."""
     (name,) = _need(fields, "name")
@@ -288,7 +335,7 @@ def invalidate(worker, peer, fields) -> tuple[str, list]:
     return "ok", []
 
 
-HANDLERS = {"hello": hello, "auth": auth, "domain": domain, "user": user, "valias": valias, "setdir": setdir,
-            "subdir": subdir, "popbox": popbox, "forwarders": forwarders, "getpw": getpw, "stats": stats,
-            "invalidate": invalidate}
+HANDLERS = {"hello": hello, "auth": auth, "login": login, "domain": domain, "user": user, "valias": valias,
+            "setdir": setdir, "subdir": subdir, "popbox": popbox, "forwarders": forwarders, "getpw": getpw,
+            "candidates": candidates, "stats": stats, "invalidate": invalidate}
 assert set(HANDLERS) == set(NEEDS)

@@ -11,10 +11,11 @@ Imports are lazy: the engine runs on every login.
 """
 
 from vpop import log as vlog
-from vpop.errors import AuthFailure, TemporaryFailure
+from vpop.errors import AuthFailure, TemporaryFailure, UsageError
 from vpop.flags import NO_IMAP, NO_POP, NO_RELAY, NO_SMTP, NO_WEBMAIL
+from vpop.session import SMTP
 
-SMTP, POP, IMAP, WEBMAIL = "smtp", "pop", "imap", "webmail"
+POP, IMAP, WEBMAIL = "pop", "imap", "webmail"
 DENIED_BIT = {POP: NO_POP, WEBMAIL: NO_WEBMAIL, IMAP: NO_IMAP, SMTP: NO_SMTP}
 ACCOUNT_STORES = ("qmail-mysql", "vmail-sql")
 PORTS = {
@@ -112,6 +113,34 @@ def session_user(grant: Grant, raw_login: str) -> str:
     """The user name a Dovecot session gets: the address as typed when it had a domain, else the
     full ``user@domain`` (an account store's login keeps the account's own name)."""
     return raw_login if grant.domain is not None and "@" in raw_login else grant.full_name
+
+
+def vpopuser(grant: Grant, raw_login: str) -> str | None:
+    """vchkpw's ``VPOPUSER``: the login as typed, lower-cased, for a vpopmail user only."""
+    return raw_login.lower() if grant.domain is not None else None
+
+
+class CheckpasswordAttempt(Attempt):
+    """vchkpw's attempt, decided from its environment and the program it is to run (argv[1]):
+    the service from the port, Dovecot's variables or the program's name; a Dovecot userdb
+    lookup (``AUTHORIZED=1``).  vlookupd builds the same from the variables vchkpw sends."""
+
+    def __init__(self, environ: dict, program: str, log: "vlog.Logger | None" = None) -> None:
+        from vpop.names import remote_ip
+
+        # Dovecot's checkpassword driver always sets ORIG_UID (its auth process uid) and SERVICE.
+        self.dovecot = "ORIG_UID" in environ and ("SERVICE" in environ or "AUTHORIZED" in environ)
+        service, log_name, self.smtp_by_name = detect_service(environ, program)
+        super().__init__(environ, service, remote_ip(environ), log_name, log,
+                         lookup_only=self.dovecot and environ.get("AUTHORIZED") == "1")
+
+    def read_fd3(self, password: bytes, has_nul: bool) -> type:
+        """What fd 3 changes: a password sent is checked, whatever ``AUTHORIZED`` says; the class
+        that refuses an empty login or password (no NUL at all is misuse of the interface:
+        checkpassword's 2, and vpopmail's 12 or 13 with its log line)."""
+        if password:
+            self.lookup_only = False
+        return AuthFailure if has_nul else UsageError
 
 
 def refuse_null(attempt: Attempt, raw_login: bytes, password: bytes, refusal=AuthFailure) -> None:

@@ -4,9 +4,9 @@ The settings file holds ``key = value`` lines, ``#`` comments and blank lines; v
 not quoted; booleans are ``yes``/``no``.  ``VPOP_CONFIG`` names the file, else
 :data:`DEFAULT_PATH`.  A missing file means "all defaults" (vpopmail's own); a line that
 does not parse or an unknown key raises :class:`ConfigError` naming file and line.
-"""
 
-import os
+No ``os`` at import (vchkpw's quick path reads the settings and must not pay for it).
+"""
 
 from vpop.errors import ConfigError
 from vpop.numbers import ascii_number
@@ -261,8 +261,14 @@ def parse_settings(text: str, path: str) -> Settings:
 
 def load_settings(environ: dict | None = None) -> Settings:
     """Read the settings file named by ``VPOP_CONFIG`` (else :data:`DEFAULT_PATH`)."""
-    env = os.environ if environ is None else environ
-    path = env.get("VPOP_CONFIG") or DEFAULT_PATH
+    if environ is None:  # the process's own, from posix.environ (os.environ is not imported)
+        import posix
+        import sys
+
+        named = posix.environ.get(b"VPOP_CONFIG", b"").decode(sys.getfilesystemencoding(), "surrogateescape")
+    else:
+        named = environ.get("VPOP_CONFIG")
+    path = named or DEFAULT_PATH
     try:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()

@@ -5,15 +5,18 @@ environment, even under ``-I``; ``os.environ`` then carries a variable that tcps
 qmail-popup or qmail-local never set, and every program we exec would inherit it.  When
 ``LC_CTYPE`` looks coerced (also a ``LC_CTYPE=C`` that was rewritten), the kernel's copy of
 the start-up environment decides.
+
+``posix`` only (vchkpw's quick path reads its environment before it imports ``os``, if ever).
 """
 
-import os
+import posix
+import sys
 
 
-def original_environ() -> dict[str, str]:
-    """``os.environ`` with ``LC_CTYPE`` as the process was started with it (or without it)."""
-    env = dict(os.environ)
-    if env.get("LC_CTYPE") == "C.UTF-8":
+def original_environb() -> dict[bytes, bytes]:
+    """``posix.environ`` (bytes) with ``LC_CTYPE`` as the process was started with it (or without it)."""
+    env = dict(posix.environ)
+    if env.get(b"LC_CTYPE") == b"C.UTF-8":
         try:
             with open("/proc/self/environ", "rb") as handle:
                 started = handle.read()
@@ -21,8 +24,15 @@ def original_environ() -> dict[str, str]:
             return env
         for entry in started.split(b"\0"):
             if entry.startswith(b"LC_CTYPE="):
-                env["LC_CTYPE"] = entry[len(b"LC_CTYPE="):].decode("utf-8", "surrogateescape")
+                env[b"LC_CTYPE"] = entry[len(b"LC_CTYPE="):]
                 break
         else:
-            del env["LC_CTYPE"]
+            del env[b"LC_CTYPE"]
     return env
+
+
+def original_environ() -> dict[str, str]:
+    """:func:`original_environb` as text, decoded as ``os.environ`` decodes it."""
+    encoding = sys.getfilesystemencoding()
+    return {key.decode(encoding, "surrogateescape"): value.decode(encoding, "surrogateescape")
+            for key, value in original_environb().items()}

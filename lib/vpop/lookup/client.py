@@ -8,20 +8,13 @@ An answer that *is* an outcome (``temp``: the database is down) is never turned 
 lookup: it is raised as the exception the direct path would have raised.
 
 The socket comes from the C module ``_socket`` (the ``socket`` module costs ~10 ms of start-up),
-as :mod:`vpop.log` does; nothing here imports a database driver.
+as :mod:`vpop.log` does; nothing here imports a database driver, nor ``os`` (vchkpw's quick path
+imports this module and must stay near the interpreter's own start; see :mod:`vchkpw.main`).
+:mod:`vpop.errors` is imported only to raise an outcome.
 """
 
-import os
+import posix
 
-from vpop.errors import (
-    AuthFailure,
-    ConfigError,
-    DatabaseFailure,
-    PermanentFailure,
-    TemporaryFailure,
-    UsageError,
-    VpopError,
-)
 from vpop.lookup.protocol import (
     MAX_HEADER,
     UNANSWERED,
@@ -32,9 +25,25 @@ from vpop.lookup.protocol import (
     parse_header,
 )
 
-#: exception kinds on the wire (``kind`` of a ``refused`` or ``temp`` answer)
-KINDS = {"auth": AuthFailure, "usage": UsageError, "perm": PermanentFailure, "temp": TemporaryFailure,
-         "db": DatabaseFailure, "config": ConfigError}
+#: the variables of vchkpw's environment that its ``login`` request carries: what decides the
+#: service, the address, Dovecot's userdb lookup and the default domain (:mod:`vpop.auth`)
+LOGIN_ENVIRONMENT = ("TCPLOCALPORT", "TCPREMOTEIP", "REMOTE_HOST", "SERVICE", "ORIG_UID", "AUTHORIZED",
+                     "VPOPMAIL_DOMAIN", "TCPLOCALIP")
+
+
+def _kinds() -> dict:
+    """Exception kinds on the wire (``kind`` of a ``refused`` or ``temp`` answer)."""
+    from vpop.errors import (
+        AuthFailure,
+        ConfigError,
+        DatabaseFailure,
+        PermanentFailure,
+        TemporaryFailure,
+        UsageError,
+    )
+
+    return {"auth": AuthFailure, "usage": UsageError, "perm": PermanentFailure, "temp": TemporaryFailure,
+            "db": DatabaseFailure, "config": ConfigError}
 
 
 class Unavailable(Exception):  # noqa: N818 - not an error of the caller: "do it yourself"
@@ -43,15 +52,18 @@ class Unavailable(Exception):  # noqa: N818 - not an error of the caller: "do it
 
 def kind_of(exc: BaseException) -> str:
     """The wire kind of one of our exceptions (the most specific class first)."""
+    kinds = _kinds()
     for kind in ("config", "db", "usage", "perm", "auth", "temp"):
-        if isinstance(exc, KINDS[kind]):
+        if isinstance(exc, kinds[kind]):
             return kind
     raise TypeError(exc.__class__.__name__)
 
 
 def failure(fields: Fields) -> Exception:
     """The exception a ``refused``/``temp`` answer stands for, as the direct path raises it."""
-    cls = KINDS.get(fields.text("kind"), TemporaryFailure)
+    from vpop.errors import ConfigError, TemporaryFailure, VpopError
+
+    cls = _kinds().get(fields.text("kind"), TemporaryFailure)
     exc = cls.__new__(cls)
     code = fields.number("code", cls.exit_code)
     VpopError.__init__(exc, fields.text("message"), code)
@@ -65,7 +77,7 @@ def failure(fields: Fields) -> Exception:
 def config_identity(path: str) -> str:
     """``dev:ino:mtime:size`` of the settings file: the daemon answers only for the same settings."""
     try:
-        info = os.stat(path)
+        info = posix.stat(path)
     except OSError:
         return "none"
     return f"{info.st_dev}:{info.st_ino}:{info.st_mtime_ns}:{info.st_size}"
@@ -78,7 +90,7 @@ class Client:
         self.path = settings.lookup_socket
         self.timeout = max(settings.lookup_timeout, 1)
         self.settings_fields = [("config", settings.path), ("config_id", config_identity(settings.path))]
-        clock = os.environ.get("VPOP_CLOCK")
+        clock = posix.environ.get(b"VPOP_CLOCK")
         if clock:
             self.settings_fields.append(("clock", clock))
         self.sock = None
@@ -159,7 +171,7 @@ def check_daemon(sock) -> None:
 
     creds = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)  # struct ucred: pid, uid, gid
     uid = int.from_bytes(creds[4:8], sys.byteorder)
-    if uid != 0 and uid != os.geteuid():
+    if uid != 0 and uid != posix.geteuid():
         raise Unavailable(f"the socket's peer is uid {uid}, not root")
 
 
@@ -185,41 +197,25 @@ def tell(settings, op: str, fields) -> Fields | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# the login decision (vchkpw; Dovecot's Lua script speaks the same ``auth`` request)
+# vchkpw's login, decided by the daemon (Dovecot's Lua script speaks the ``auth`` request instead)
 
 
-def auth_fields(attempt, raw_login: bytes, password: bytes, challenge: bytes, record_login: bool,
-                null_refusal) -> list:
-    """The ``auth`` request of an :class:`vpop.auth.Attempt`."""
+def login_fields(program: str, environ: dict, raw_login: bytes, password: bytes, challenge: bytes,
+                 has_nul: bool) -> list:
+    """vchkpw's ``login`` request: fd 3's fields, the program to run and :data:`LOGIN_ENVIRONMENT`
+    (``environ`` as ``posix.environ`` holds it: bytes); the daemon decides as vchkpw would."""
     fields = [("login", raw_login), ("password", password), ("challenge", challenge),
-              ("service", attempt.service), ("ip", attempt.ip), ("log_name", attempt.log_name),
-              ("lookup", "1" if attempt.lookup_only else "0"), ("record", "1" if record_login else "0"),
-              ("null", "usage" if null_refusal is UsageError else "auth"),
-              ("log", "0" if attempt.log is None else "1")]
-    for name in ("VPOPMAIL_DOMAIN", "TCPLOCALIP"):
-        if name in attempt.environ:
-            fields.append((name, attempt.environ[name]))
+              ("nul", "1" if has_nul else "0"), ("program", program)]
+    for name in LOGIN_ENVIRONMENT:
+        value = environ.get(name.encode())
+        if value is not None:
+            fields.append((name, value))
     return fields
 
 
-def authenticate(attempt, settings, raw_login: bytes, password: bytes, challenge: bytes = b"", *,
-                 record_login: bool = True, null_refusal=AuthFailure):
-    """:func:`vpop.auth.authenticate` decided by the daemon: a Grant, a raised outcome, or None
-    when the daemon cannot answer (then the caller decides itself).
-
-    The daemon logs the attempt's lines with this process's pid, as the direct path would.
-    """
-    client = open_client(settings)
-    if client is None:
-        return None
-    attempt.raw_login = raw_login.decode("utf-8", "replace")
-    try:
-        status, answer = client.ask("auth", auth_fields(attempt, raw_login, password, challenge,
-                                                        record_login, null_refusal))
-    except Unavailable:
-        return None
-    finally:
-        client.close()
+def login_outcome(attempt, status: str, answer: Fields):
+    """The :class:`vpop.auth.Grant` of a ``login`` (or ``auth``) answer, or its outcome raised, as
+    :func:`vpop.auth.authenticate` would have ended; its stderr lines written."""
     attempt.user = answer.text("user")
     attempt.domain_name = answer.text("domain")
     for line in answer.all("stderr"):
@@ -228,13 +224,11 @@ def authenticate(attempt, settings, raw_login: bytes, password: bytes, challenge
         stderr_line(line.decode("utf-8", "replace"))
     if status == "ok":
         return grant_from(answer)
-    if status in ("refused", "temp"):
-        raise failure(answer)
-    return None
+    raise failure(answer)
 
 
 def grant_from(answer: Fields):
-    """The :class:`vpop.auth.Grant` of an ``ok`` answer to ``auth``."""
+    """The :class:`vpop.auth.Grant` of an ``ok`` answer to ``login`` or ``auth``."""
     from vpop.auth import Grant
 
     domain = None

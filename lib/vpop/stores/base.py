@@ -152,6 +152,11 @@ class Store:
         db = getattr(self, "db", None)
         return db is not None and db.confirm_on_primary()
 
+    def reads_from_replica(self) -> bool:
+        """Whether the reads go to a replica now (so that a "not found" could be lag)."""
+        db = getattr(self, "db", None)
+        return db is not None and db.has_replica and not db.primary_reads
+
     def follow_replica(self) -> None:
         """Reads back on the read server (vlookupd, after each request)."""
         db = getattr(self, "db", None)
