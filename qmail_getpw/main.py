@@ -64,40 +64,60 @@ class Lookup:
 
 
 class DaemonLookup:
-    """The same lookups answered by vlookupd, every candidate of the local part and ``alias`` at
-    once; :meth:`confirm_on_primary` asks again on the primary when the daemon read a replica."""
+    """The same lookups answered by vlookupd: the candidates of the local part up to the first
+    entry found, in one request, and every candidate and ``alias`` in a second one when that
+    entry is not taken; :meth:`confirm_on_primary` asks again on the primary when the daemon
+    read a replica."""
 
     def __init__(self, settings, client, local: bytes) -> None:
         self.client = client
         self.local = local
         self.primary = False
-        self.entries = self._ask()
+        self.entries = self._ask(every=False)
 
-    def _ask(self) -> dict:
-        fields = [("local", self.local)] + ([("primary", "1")] if self.primary else [])
+    def _ask(self, every: bool) -> dict:
+        fields = [("local", self.local)]
+        if every:
+            fields.append(("all", "1"))
+        if self.primary:
+            fields.append(("primary", "1"))
         status, answer = self.client.ask("candidates", fields)
         if status != "ok":
             from vpop.lookup.client import failure
 
             raise failure(answer)
+        self.complete = answer.get("complete") != b"0"
         self.replica = answer.get("replica") == b"1"
         try:
             rows = zip(answer.all("candidate"), answer.all("name"), answer.all("uid"), answer.all("gid"),
                        answer.all("home"), strict=True)
-            return {candidate: (name, int(uid), int(gid), home) for candidate, name, uid, gid, home in rows}
+            entries = {candidate: (name, int(uid), int(gid), home)
+                       for candidate, name, uid, gid, home in rows}
         except ValueError:
+            entries = None
+        if entries is None or (not self.complete and len(entries) != 1):
             from vpop.lookup.client import Unavailable
 
-            raise Unavailable("a candidates answer that does not parse") from None
+            raise Unavailable("a candidates answer that does not parse")
+        # the names the daemon looked up: all, or those up to the one it found (in resolve's order)
+        self.looked_up = set()
+        if not self.complete:
+            for _, name in candidates(self.local):
+                self.looked_up.add(name)
+                if name in entries:
+                    break
+        return entries
 
     def find(self, name: bytes) -> Entry | None:
+        if name not in self.entries and not self.complete and name not in self.looked_up:
+            self.entries = self._ask(every=True)
         return self.entries.get(name)
 
     def confirm_on_primary(self) -> bool:
         if self.primary or not self.replica:
             return False
         self.primary = True
-        self.entries = self._ask()
+        self.entries = self._ask(every=False)
         return True
 
 

@@ -74,6 +74,7 @@ def run(argv: list[str], environ: dict) -> int:
         return deliver_vmail_sql(settings, environ, user, domain_name, argv[2])
 
     def deliver(store) -> int:
+        store.expect_recipient(domain_name, [user] if user_ext == user else [user, user_ext])
         delivery = start_delivery(settings, environ, store, user, domain_name, "users/assign")
         domain = delivery.domain
         while True:

@@ -14,9 +14,9 @@ FULL, GETPW = "full", "getpw"
 #: the peer classes allowed to send each request
 NEEDS = {
     "hello": (FULL, GETPW), "getpw": (FULL, GETPW), "candidates": (FULL, GETPW),
-    "auth": (FULL,), "login": (FULL,), "domain": (FULL,), "user": (FULL,), "valias": (FULL,),
-    "setdir": (FULL,), "subdir": (FULL,), "popbox": (FULL,), "forwarders": (FULL,), "stats": (FULL,),
-    "invalidate": (FULL,),
+    "auth": (FULL,), "login": (FULL,), "domain": (FULL,), "user": (FULL,), "recipient": (FULL,),
+    "valias": (FULL,), "setdir": (FULL,), "subdir": (FULL,), "popbox": (FULL,), "forwarders": (FULL,),
+    "stats": (FULL,), "invalidate": (FULL,),
 }
 PROTOCOL_VERSION = "1"
 
@@ -231,6 +231,22 @@ def user(worker, peer, fields) -> tuple[str, list]:
     return "ok", answer
 
 
+def recipient(worker, peer, fields) -> tuple[str, list]:
+    """A delivery's first questions at once: the domain (``none`` when it does not exist) and each
+    ``user`` of it that exists (``for`` the name asked, then the record as ``user`` answers it)."""
+    found = _domain(worker, fields)
+    if found is None:
+        return "none", []
+    answer = [("real", found.real), ("uid", found.uid), ("gid", found.gid), ("dir", found.dir)]
+    store = worker.store()
+    for name in fields.all("user"):
+        record = store.get_user(name.decode("utf-8", "surrogateescape"), found)
+        if record is not None:
+            answer += [("for", name), ("name", record.name), ("uid", record.uid), ("gid", record.gid),
+                       ("gecos", record.gecos), ("dir", record.dir), ("shell", record.shell)]
+    return "ok", answer
+
+
 def _listed(worker, fields, name_key: str, method: str, answer_key: str) -> tuple[str, list]:
     """A store method's list for a name in the request's domain: one ``answer_key`` field each."""
     (name,) = _need(fields, name_key)
@@ -281,8 +297,9 @@ def forwarders(worker, peer, fields) -> tuple[str, list]:
 
 def candidates(worker, peer, fields) -> tuple[str, list]:
     """qmail-getpw's whole question: the entry (``mailbox`` row, else /etc/passwd) of each candidate
-    of the local part and of ``alias``, in one answer; ``replica`` 1 when a replica was read.
-    The client checks the homes itself (with its own permissions) and decides."""
+    of the local part, in order, up to the first one found (``all`` 1: every one, and ``alias``);
+    ``complete`` 0 when it stopped there, ``replica`` 1 when a replica was read.  The client
+    checks the homes itself (with its own permissions) and decides."""
     from vpop.getpw import candidates as names_of
     from vpop.getpw import find_entry
 
@@ -291,13 +308,18 @@ def candidates(worker, peer, fields) -> tuple[str, list]:
         raise BadRequest("no local")
     settings = worker.settings
     store = worker.store() if settings.store == "qmail-mysql" else None
-    answer = []
+    every = fields.get("all") == b"1"
+    answer, complete = [], "1"
     for _, name in [*names_of(local), (0, b"alias")]:
         entry = find_entry(store, settings.getpw_system_users, name)
         if entry is not None:
             answer += [("candidate", name), ("name", entry[0]), ("uid", entry[1]), ("gid", entry[2]),
                        ("home", entry[3])]
-    answer.append(("replica", "1" if store is not None and store.reads_from_replica() else "0"))
+            if not every:
+                complete = "0"
+                break
+    answer += [("complete", complete),
+               ("replica", "1" if store is not None and store.reads_from_replica() else "0")]
     return "ok", answer
 
 
@@ -335,7 +357,8 @@ def invalidate(worker, peer, fields) -> tuple[str, list]:
     return "ok", []
 
 
-HANDLERS = {"hello": hello, "auth": auth, "login": login, "domain": domain, "user": user, "valias": valias,
-            "setdir": setdir, "subdir": subdir, "popbox": popbox, "forwarders": forwarders, "getpw": getpw,
-            "candidates": candidates, "stats": stats, "invalidate": invalidate}
+HANDLERS = {"hello": hello, "auth": auth, "login": login, "domain": domain, "user": user,
+            "recipient": recipient, "valias": valias, "setdir": setdir, "subdir": subdir, "popbox": popbox,
+            "forwarders": forwarders, "getpw": getpw, "candidates": candidates, "stats": stats,
+            "invalidate": invalidate}
 assert set(HANDLERS) == set(NEEDS)

@@ -169,6 +169,11 @@ class Store:
         if db is not None:
             db.primary_reads = True
 
+    def expect_recipient(self, domain: str, users: list[str]) -> None:
+        """A hint: a delivery is about to ask for ``domain`` and these users (the daemon's store
+        asks for all of them in one request; a store of its own has nothing to do)."""
+        return None
+
     def probe(self) -> None:
         """The work a lookup costs without a lookup (an SQL store connects), for unknown domains."""
         return None

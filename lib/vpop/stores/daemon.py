@@ -43,6 +43,9 @@ class DaemonStore:
         #: ask the daemon to read from the primary (a "not found" being confirmed; see
         #: :meth:`vpop.stores.base.Store.confirm_on_primary`)
         self.primary = False
+        #: :meth:`expect_recipient`'s answers: ("domain", name) -> Domain | None, ("user", user,
+        #: domain) -> the user's answer fields | None; used once each, never on the primary
+        self._expected: dict = {}
 
     # ------------------------------------------------------------------ plumbing
 
@@ -90,24 +93,66 @@ class DaemonStore:
 
     # ------------------------------------------------------------------ reads
 
-    @_or_direct
-    def domain(self, name: str):
-        """The domain as the store resolves it (users/assign; vmail-sql's domain tables)."""
-        status, answer = self._ask("domain", [("domain", name)])
+    def expect_recipient(self, domain: str, users: list[str]) -> None:
+        """The domain and the users in one ``recipient`` request (a delivery's first questions)."""
+        if self.client is None or self.primary or self._direct is not None:
+            return
+        try:
+            status, answer = self._ask("recipient", [("domain", domain), *(("user", user) for user in users)])
+        except Unavailable:
+            return  # the questions themselves find the direct store
         if status != "ok":
-            return None
+            self._expected[("domain", domain)] = None
+            return
+        self._expected[("domain", domain)] = self._domain_of(domain, answer)
+        found = {value: index for index, value in enumerate(answer.all("for"))}
+        columns = {key: answer.all(key) for key in ("name", "uid", "gid", "gecos", "dir", "shell")}
+        for user in users:
+            index = found.get(user.encode("utf-8", "surrogateescape"))
+            self._expected[("user", user, domain)] = None if index is None else {
+                key: values[index] for key, values in columns.items()}
+
+    def _take(self, key):
+        """An expected answer (``KeyError`` when there is none to use)."""
+        if self.primary:
+            raise KeyError(key)
+        return self._expected.pop(key)
+
+    @staticmethod
+    def _domain_of(name: str, answer):
         from vpop.assign import Domain
 
         return Domain(name, answer.text("real"), answer.number("uid"), answer.number("gid"),
                       answer.text("dir"))
 
     @_or_direct
-    def get_user(self, user: str, domain) -> User | None:
-        status, answer = self._ask("user", [("user", user), ("domain", domain.name)])
+    def domain(self, name: str):
+        """The domain as the store resolves it (users/assign; vmail-sql's domain tables)."""
+        try:
+            return self._take(("domain", name))
+        except KeyError:
+            pass
+        status, answer = self._ask("domain", [("domain", name)])
         if status != "ok":
             return None
-        return User(answer.text("name"), domain.real, "", answer.number("uid"), answer.number("gid"),
-                    answer.text("gecos"), answer.text("dir"), answer.text("shell"))
+        return self._domain_of(name, answer)
+
+    @_or_direct
+    def get_user(self, user: str, domain) -> User | None:
+        try:
+            expected = self._take(("user", user, domain.name))
+        except KeyError:
+            status, answer = self._ask("user", [("user", user), ("domain", domain.name)])
+            if status != "ok":
+                return None
+            expected = {key: answer.get(key) for key in ("name", "uid", "gid", "gecos", "dir", "shell")}
+        if expected is None:
+            return None
+        from vpop.lookup.protocol import Fields
+
+        fields = Fields([(key, value if value is not None else b"") for key, value in expected.items()])
+        return User(fields.text("name"), domain.real, "", fields.number("uid"), fields.number("gid"),
+                    fields.text("gecos"), fields.text("dir"), fields.text("shell"))
 
     @_or_direct
     def valias_lines(self, alias: str, domain) -> list[str]:
