@@ -588,7 +588,7 @@ def test_unlocked_failure_spares_another_writer(tmp_path: Path, monkeypatch: pyt
         os.close(other)
         raise OSError(errno.EIO, "injected")
 
-    monkeypatch.setattr("vpop.files.read_chunks", chunks)
+    monkeypatch.setattr("vpop.fdio.read_chunks", chunks)
     with pytest.raises(TemporaryFailure) as info:
         deliver(tmp_path, box, b"unused")
     assert info.value.message == "Unable to read message: input/output error. (#4.3.0)"

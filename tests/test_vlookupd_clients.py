@@ -52,9 +52,9 @@ class Twins:
             assert [r.pid for r in records] == [pid] * len(records), "lines carry the client's pid"
         return [(r.priority, r.tag, r.message) for r in records]
 
-    def login(self, fd3: bytes, through_daemon: bool, **env: str | None) -> tuple:
+    def login(self, fd3: bytes, through_daemon: bool, target: str | None = None, **env: str | None) -> tuple:
         self.tree.syslog_records()
-        done, record = self.tree.login(fd3, VPOP_CONFIG=self.config(through_daemon), **env)
+        done, record = self.tree.login(fd3, target=target, VPOP_CONFIG=self.config(through_daemon), **env)
         if record is not None:
             record["env"].pop("VPOP_CONFIG")
             record.pop("pid")
@@ -215,6 +215,50 @@ def test_vchkpw_rehash_on_login(twins: Twins) -> None:
     assert any("password rehashed md5-crypt -> sha512-crypt" in line[2] for line in result[4])
 
 
+# The quick path (vchkpw.main starts the session of the daemon's yes itself) hands each failing
+# step, and each case vchkpw logs itself, to vchkpw.login: the same lines and codes as direct.
+
+
+def test_vchkpw_program_that_cannot_run(twins: Twins) -> None:
+    missing = str(twins.tree.root / "no-such-program")
+    result = same(lambda through: twins.login(pop(), through, target=missing))
+    assert result[0] == 111 and result[3] is None
+    assert any("exec " in line[2] and "failed errno 2" in line[2] for line in result[4]), result[4]
+
+
+def test_vchkpw_program_found_on_path(twins: Twins) -> None:
+    bin_dir = twins.tree.root / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    recorder = bin_dir / "session-recorder"
+    if not recorder.exists():
+        recorder.symlink_to(twins.tree.recorder)
+    path = f"{twins.tree.root}/missing:{bin_dir}:/usr/bin:/bin"
+    result = same(lambda through: twins.login(pop(), through, target="session-recorder", PATH=path))
+    assert result[0] == 0 and result[3]["cwd"] == twins.tree.bob.dir
+
+
+def test_vchkpw_vanished_user_dir(twins: Twins) -> None:
+    tree = twins.tree
+    user_dir = Path(tree.bob.dir)
+
+    def reset() -> None:
+        from helpers import remove_tree
+
+        remove_tree(user_dir)
+
+    def state() -> Any:
+        return sorted(p.name for p in (user_dir / "Maildir").iterdir()), user_dir.stat().st_uid
+
+    result = same(lambda through: twins.login(pop(), through), state, reset)
+    assert result[0] == 0 and result[3]["cwd"] == str(user_dir)
+
+
+def test_vchkpw_smtp_guessed_from_the_program_name(twins: Twins) -> None:
+    result = same(lambda through: twins.login(pop(), through, target="/bin/true", TCPLOCALPORT=None))
+    assert result[0] == 0
+    assert any("smtp session assumed from the program name /bin/true" in line[2] for line in result[4])
+
+
 def blank_user(tree: Tree, name: str) -> tuple[Path, Callable[[], None]]:
     """A user as billing inserts it (no directory, blank ``pw_dir``), and the reset that makes it so again."""
     user_dir = tree.domain_dir("example.com") / name
@@ -297,6 +341,8 @@ def getpw_twins(qmail_db: dict[str, Any]) -> Iterator[tuple[QmailMysqlTree, Twin
         site.mailbox("iain", POPUSER_UID, USERS_GID, site.iain)
         site.mailbox("iain-sanity", POPUSER_UID, USERS_GID, site.home("home/mail/sanity"))
         site.mailbox("rooted", 0, 0, site.home("home/mail/rooted", 0, 0))
+        # found first for "iain-stolen-x", but its home is not its uid's: "iain" is taken then
+        site.mailbox("iain-stolen", POPUSER_UID, USERS_GID, site.home("home/mail/stolen", POPUSER_UID + 1))
         with Daemon(site) as daemon:
             site.syslog_records()
             yield site, Twins(site, daemon)
@@ -310,7 +356,7 @@ def run_getpw(site: QmailMysqlTree, twins: Twins, local: str, through: bool, **k
 
 
 @pytest.mark.parametrize("local", ["iain", "iain-slowlaris", "IAIN-Sanity", "iain-sanity-x", "rooted",
-                                   "nobody-at-all", "alias"])
+                                   "nobody-at-all", "alias", "iain-stolen-x", "rooted-x"])
 def test_qmail_getpw(getpw_twins: tuple[QmailMysqlTree, Twins], local: str) -> None:
     site, twins = getpw_twins
     same(lambda through: run_getpw(site, twins, local, through))

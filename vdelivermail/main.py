@@ -29,7 +29,6 @@ def with_store(settings, deliver) -> int:
     direct store by itself).  A database failure anywhere becomes the C program's "deferred,
     database down" (111).
     """
-    from vpop.bounce import DATABASE_DOWN
     from vpop.delivery import StopDelivery
     from vpop.stores import open_store
 
@@ -43,6 +42,8 @@ def with_store(settings, deliver) -> int:
             store.close()
     except TemporaryFailure as exc:
         if is_database_failure(exc):
+            from vpop.bounce import DATABASE_DOWN
+
             raise TemporaryFailure(DATABASE_DOWN) from None
         raise
 

@@ -233,11 +233,13 @@ def user(worker, peer, fields) -> tuple[str, list]:
 
 def recipient(worker, peer, fields) -> tuple[str, list]:
     """A delivery's first questions at once: the domain (``none`` when it does not exist) and each
-    ``user`` of it that exists (``for`` the name asked, then the record as ``user`` answers it)."""
+    ``user`` of it that exists (``for`` the name asked, then the record as ``user`` answers it; the
+    domain's fields are named ``domain_*`` so that the users' ``uid``/``gid`` lists stay theirs)."""
     found = _domain(worker, fields)
     if found is None:
         return "none", []
-    answer = [("real", found.real), ("uid", found.uid), ("gid", found.gid), ("dir", found.dir)]
+    answer = [("domain_real", found.real), ("domain_uid", found.uid), ("domain_gid", found.gid),
+              ("domain_dir", found.dir)]
     store = worker.store()
     for name in fields.all("user"):
         record = store.get_user(name.decode("utf-8", "surrogateescape"), found)

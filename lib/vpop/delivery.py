@@ -12,7 +12,7 @@ import os
 
 from vpop.bounce import LOOPING, OVER_QUOTA, read_message_file
 from vpop.errors import PermanentFailure, TemporaryFailure
-from vpop.files import read_chunks, write_all
+from vpop.fdio import read_chunks, write_all
 
 # Program exit codes qmail-local (and vdelivermail) treat as permanent failures.
 HARD_PROGRAM_EXITS = frozenset((64, 65, 70, 76, 77, 78, 100, 112))

@@ -10,6 +10,7 @@ import os
 import stat  # already imported by os: costs nothing
 
 from vpop.errors import TemporaryFailure
+from vpop.fdio import read_chunks, write_all  # noqa: F401 - their old home
 
 TYPE_CHECKING = False  # typing costs import time; the names below are only for annotations
 if TYPE_CHECKING:
@@ -539,40 +540,6 @@ def read_file(path: str, limit: int = 1 << 24, owners: "Collection[int] | str" =
         raise
     with directory:
         return directory.read(os.path.basename(path), limit, truncate)
-
-
-def write_all(fd: int, data: bytes) -> None:
-    """``os.write`` until all of ``data`` is written (a pipe or a signal may cut a write short)."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def read_chunks(fd: int, offset: int, chunk: int):
-    """Yield the contents of ``fd`` from ``offset`` to its end in pieces of at most ``chunk``.
-
-    ``pread`` keeps the descriptor's position alone (a delivery program shares it); a
-    descriptor that cannot seek (a pipe) is read sequentially instead.  Errors are raised as
-    ``OSError`` for the caller to word.
-    """
-    import errno
-
-    seekable = True
-    while True:
-        if seekable:
-            try:
-                data = os.pread(fd, chunk, offset)
-            except OSError as exc:
-                if exc.errno != errno.ESPIPE:
-                    raise
-                seekable = False
-                data = os.read(fd, chunk)
-        else:
-            data = os.read(fd, chunk)
-        if not data:
-            return
-        offset += len(data)
-        yield data
 
 
 def cdb_get(path: str, key: bytes) -> bytes | None:

@@ -26,7 +26,7 @@ import os
 
 from vpop import clock
 from vpop.errors import PermanentFailure, TemporaryFailure
-from vpop.files import write_all
+from vpop.fdio import write_all
 
 __all__ = [
     "deliver",
@@ -184,7 +184,7 @@ def _copy_message(out_fd: int, in_fd: int, offset: int, chunk: int) -> int:
     a non-seekable input (pipe) is read sequentially instead.  Read errors are raised as
     ``TemporaryFailure`` directly, write errors as ``OSError`` (the caller maps them).
     """
-    from vpop.files import read_chunks
+    from vpop.fdio import read_chunks
 
     total = 0
     chunks = read_chunks(in_fd, offset, chunk)

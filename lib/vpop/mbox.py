@@ -436,7 +436,7 @@ def _copy_quoted(out: _Appender, in_fd: int, offset: int, chunk: int, at_start: 
     """Copy the message quoted, then the closing newline(s); read errors -> TemporaryFailure."""
     quoter = _Quoter(at_start)
     last = b"\n"  # an empty message gets no extra newline
-    from vpop.files import read_chunks
+    from vpop.fdio import read_chunks
 
     chunks = read_chunks(in_fd, offset, chunk)
     while True:

@@ -104,7 +104,7 @@ class DaemonStore:
         if status != "ok":
             self._expected[("domain", domain)] = None
             return
-        self._expected[("domain", domain)] = self._domain_of(domain, answer)
+        self._expected[("domain", domain)] = self._domain_of(domain, answer, "domain_")
         found = {value: index for index, value in enumerate(answer.all("for"))}
         columns = {key: answer.all(key) for key in ("name", "uid", "gid", "gecos", "dir", "shell")}
         for user in users:
@@ -119,11 +119,11 @@ class DaemonStore:
         return self._expected.pop(key)
 
     @staticmethod
-    def _domain_of(name: str, answer):
+    def _domain_of(name: str, answer, prefix: str = ""):
         from vpop.assign import Domain
 
-        return Domain(name, answer.text("real"), answer.number("uid"), answer.number("gid"),
-                      answer.text("dir"))
+        return Domain(name, answer.text(prefix + "real"), answer.number(prefix + "uid"),
+                      answer.number(prefix + "gid"), answer.text(prefix + "dir"))
 
     @_or_direct
     def domain(self, name: str):
