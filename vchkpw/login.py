@@ -109,18 +109,18 @@ def remake_home(login: Login, ident: auth.Grant, failed: session.StepFailed) -> 
 
 
 def run(argv: list[str], fd3: "bytes | VpopError", asked=None, settings=None,
-        failed: Exception | None = None) -> int:
+        failed: Exception | None = None, environb: dict | None = None) -> int:
     """Everything after :mod:`vchkpw.main` read fd 3 (``fd3``: its bytes, or why it could not);
     the only place where outcomes become exit codes.
 
     ``asked``: see :func:`authenticate`; ``settings``: those vchkpw.main loaded, if it did (it
     may have become the user since: the file may not be readable any more); ``failed``: the
     step of the session that failed after vlookupd's yes (:class:`vpop.session.StepFailed`), or
-    what went wrong unforeseen there.
+    what went wrong unforeseen there; ``environb``: the environment it read (before any setuid).
     """
     from vpop.environment import original_environ
 
-    environ = original_environ()
+    environ = original_environ(environb)
     login = None
     try:
         if settings is None:

@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         fd3 = read_fd3()
     except VpopError as exc:
         fd3 = exc
-    settings = asked = failed = None
+    settings = asked = failed = environ = None
     if len(argv) >= 2 and isinstance(fd3, bytes):
         environ = original_environb()
         try:
@@ -128,9 +128,9 @@ def main(argv: list[str] | None = None) -> int:
             settings = asked = None
         if asked is not None and asked[0] == "ok":
             try:
-                failed = start_session(argv, environ, asked[1])
+                failed = start_session(argv, dict(environ), asked[1])
             except Exception as exc:  # noqa: BLE001 - reported by vchkpw.login as its internal error
                 failed = exc
     from vchkpw.login import run
 
-    return run(argv, fd3, asked, settings, failed)
+    return run(argv, fd3, asked, settings, failed, environ)

@@ -31,8 +31,10 @@ def original_environb() -> dict[bytes, bytes]:
     return env
 
 
-def original_environ() -> dict[str, str]:
-    """:func:`original_environb` as text, decoded as ``os.environ`` decodes it."""
+def original_environ(environb: dict[bytes, bytes] | None = None) -> dict[str, str]:
+    """:func:`original_environb` (or ``environb``, read by it before) as text, decoded as
+    ``os.environ`` decodes it.  Read it before a setuid: /proc/self/environ is root's then."""
     encoding = sys.getfilesystemencoding()
+    environb = original_environb() if environb is None else environb
     return {key.decode(encoding, "surrogateescape"): value.decode(encoding, "surrogateescape")
-            for key, value in original_environb().items()}
+            for key, value in environb.items()}
