@@ -73,11 +73,13 @@ def ask_daemon(argv: list[str], environ: dict, data: bytes):
 
     client = Client(settings)
     try:
-        return settings, client.ask("login", login_fields(argv[1], environ, *split_fd3(data), b"\0" in data))
+        asked = client.ask("login", login_fields(argv[1], environ, *split_fd3(data), b"\0" in data))
     except Unavailable:
         return settings, None
     finally:
         client.close()
+    # a status the login request does not have (a newer daemon?): decide here, as without one
+    return settings, asked if asked[0] in ("ok", "refused", "temp") else None
 
 
 def start_session(argv: list[str], environ: dict, answer):

@@ -93,30 +93,42 @@ class DaemonStore:
 
     # ------------------------------------------------------------------ reads
 
+    @_or_direct
     def expect_recipient(self, domain: str, users: list[str]) -> None:
         """The domain and the users in one ``recipient`` request (a delivery's first questions)."""
-        if self.client is None or self.primary or self._direct is not None:
+        if self.primary:
             return
-        try:
-            status, answer = self._ask("recipient", [("domain", domain), *(("user", user) for user in users)])
-        except Unavailable:
-            return  # the questions themselves find the direct store
+        status, answer = self._ask("recipient", [("domain", domain), *(("user", user) for user in users)])
         if status != "ok":
             self._expected[("domain", domain)] = None
             return
-        self._expected[("domain", domain)] = self._domain_of(domain, answer, "domain_")
-        found = {value: index for index, value in enumerate(answer.all("for"))}
+        found = self._domain_of(domain, answer, "domain_")
+        self._expected[("domain", domain)] = found
+        index = {value: i for i, value in enumerate(answer.all("for"))}
         columns = {key: answer.all(key) for key in ("name", "uid", "gid", "gecos", "dir", "shell")}
         for user in users:
-            index = found.get(user.encode("utf-8", "surrogateescape"))
-            self._expected[("user", user, domain)] = None if index is None else {
-                key: values[index] for key, values in columns.items()}
+            i = index.get(user.encode("utf-8", "surrogateescape"))
+            self._expected[("user", user, domain)] = None if i is None else self._user_of(
+                found.real, lambda key, i=i: columns[key][i])
 
     def _take(self, key):
         """An expected answer (``KeyError`` when there is none to use)."""
         if self.primary:
             raise KeyError(key)
         return self._expected.pop(key)
+
+    @staticmethod
+    def _user_of(real: str, value) -> User:
+        """A record from ``value(key)``: the bytes of a ``user`` answer's field (or a ``recipient``'s)."""
+        def text(key: str) -> str:
+            return (value(key) or b"").decode("utf-8", "surrogateescape")
+
+        def number(key: str) -> int:
+            data = value(key) or b""
+            return int(data) if data.isdigit() and len(data) <= 19 else 0
+
+        return User(text("name"), real, "", number("uid"), number("gid"), text("gecos"), text("dir"),
+                    text("shell"))
 
     @staticmethod
     def _domain_of(name: str, answer, prefix: str = ""):
@@ -140,19 +152,13 @@ class DaemonStore:
     @_or_direct
     def get_user(self, user: str, domain) -> User | None:
         try:
-            expected = self._take(("user", user, domain.name))
+            return self._take(("user", user, domain.name))
         except KeyError:
-            status, answer = self._ask("user", [("user", user), ("domain", domain.name)])
-            if status != "ok":
-                return None
-            expected = {key: answer.get(key) for key in ("name", "uid", "gid", "gecos", "dir", "shell")}
-        if expected is None:
+            pass
+        status, answer = self._ask("user", [("user", user), ("domain", domain.name)])
+        if status != "ok":
             return None
-        from vpop.lookup.protocol import Fields
-
-        fields = Fields([(key, value if value is not None else b"") for key, value in expected.items()])
-        return User(fields.text("name"), domain.real, "", fields.number("uid"), fields.number("gid"),
-                    fields.text("gecos"), fields.text("dir"), fields.text("shell"))
+        return self._user_of(domain.real, answer.get)
 
     @_or_direct
     def valias_lines(self, alias: str, domain) -> list[str]:
