@@ -109,11 +109,20 @@ def populate(tree: Tree) -> None:
 
 @pytest.fixture(params=["cdb", "mysql"])
 def twins(request: pytest.FixtureRequest, mysql_db: dict[str, Any]) -> Iterator[Twins]:
-    store = request.param
+    yield from twin_trees(request.param, mysql_db, valias=True)
+
+
+@pytest.fixture(params=["cdb", "mysql"])
+def plain_twins(request: pytest.FixtureRequest, mysql_db: dict[str, Any]) -> Iterator[Twins]:
+    """Without valiases: the settings under which vdelivermail's quick path may deliver."""
+    yield from twin_trees(request.param, mysql_db, valias=False)
+
+
+def twin_trees(store: str, mysql_db: dict[str, Any], valias: bool) -> Iterator[Twins]:
     kwargs: dict[str, Any] = {"logging": "y"}
     if store == "mysql":
         load_schema(mysql_db)
-        kwargs.update(store="mysql", mysql=mysql_db, valias=True)
+        kwargs.update(store="mysql", mysql=mysql_db, valias=valias)
     with Tree(**kwargs) as tree:
         tree.db = mysql_db if store == "mysql" else None
         if store == "mysql":  # vdelivermail runs as uid 89: TCP, and the file is the vpopmail user's
@@ -330,6 +339,88 @@ def test_vdelivermail_valias(twins: Twins) -> None:
         result = same(lambda through, a=address: twins.deliver(a, through),
                       lambda: newest_message(tree.bob.dir))
         assert result[:2] == (0, b"vdelivermail: valiases processed\n")
+
+
+def maildir_state(user_dir: Path) -> Any:
+    """Every file of the user's directory (names of new/ and cur/ messages without their unique part)
+    with its bytes, and the modes of the directories: what a delivery made or changed."""
+    found = []
+    for path in sorted(user_dir.rglob("*")):
+        name = str(path.relative_to(user_dir))
+        if path.is_dir():
+            found.append((name, oct(path.stat().st_mode & 0o7777)))
+        elif "/new/" in f"/{name}" or "/cur/" in f"/{name}":
+            found.append((name.rsplit("/", 1)[0], path.read_bytes()))
+        else:
+            found.append((name, path.read_bytes()))
+    return sorted(found, key=repr)
+
+
+def quick_case(tree: Tree, case: str) -> tuple[str, dict[str, Any], Path, Callable[[], None]]:
+    """(address, deliver's keywords, the user directory to compare, the reset before each run) for
+    one of the cases vdelivermail's quick path must hand to the whole path -- or take itself."""
+    from helpers import remove_tree
+
+    name = "q" + "".join(c for c in case if c.isalnum())[:20].lower()
+    record = tree.add_user("example.com", name, "secret", **({"quota": "100000S"} if "quota" in case else {}))
+    user_dir = Path(record.dir)
+    maildir = user_dir / "Maildir"
+    message = MESSAGE.replace(b"bob@", f"{name}@".encode())
+    kw: dict[str, Any] = {"message": message}
+
+    def reset() -> None:
+        remove_tree(user_dir)
+        for sub in ("cur", "new", "tmp"):
+            (maildir / sub).mkdir(parents=True, mode=0o700)
+        if "quota" in case:  # a message already read, 1000 (or 95000) bytes by its name
+            size = 95000 if "warning" in case else 1000
+            (maildir / "cur" / f"1000000000.M1P1Q1.seed,S={size}:2,S").write_bytes(b"x" * size)
+        if case == "own .qmail":
+            (user_dir / ".qmail").write_text("./Maildir/\n")
+        if case == "empty .qmail":
+            (user_dir / ".qmail").write_text("")
+        if case == "Maildir without new":
+            (maildir / "new").rmdir()
+        for path in [user_dir, *user_dir.rglob("*")]:
+            os.chown(path, VPOPMAIL_UID, VPOPMAIL_GID)
+        if case == "vanished user dir":
+            remove_tree(user_dir)
+
+    if case == "quota warning":
+        (tree.domain_dir("example.com") / ".quotawarn.msg").write_text("Subject: nearly full\n\ndelete\n")
+    if case == "looping":
+        kw["message"] = f"Delivered-To: {name}@example.com\n".encode() + message
+    if case == "piped message":
+        kw["piped"] = True
+    if case == "outside the roots":
+        change_user(tree, name, dir="/etc")
+    return f"{name}@example.com", kw, user_dir, reset
+
+
+QUICK_CASES = ["plain", "within quota", "quota warning", "own .qmail", "empty .qmail", "Maildir without new",
+               "vanished user dir", "looping", "piped message", "outside the roots"]
+
+
+@pytest.mark.parametrize("case", QUICK_CASES)
+def test_vdelivermail_quick_path_and_its_hand_offs(plain_twins: Twins, case: str) -> None:
+    """What the quick path takes (a plain Maildir, within quota: maildirsize counted) and what it
+    leaves to the whole path end the same as without the daemon: outcome, files, modes, maildirsize."""
+    tree = plain_twins.tree
+    tree.clock = 1_790_000_000  # the quota warning's Date: and quotawarn's time
+    address, kw, user_dir, reset = quick_case(tree, case)
+    message = kw.pop("message")
+    result = same(lambda through: plain_twins.deliver(address, through, message, **kw),
+                  lambda: maildir_state(user_dir), reset)
+    expected = {"looping": 100, "outside the roots": 111}.get(case, 0)
+    assert result[0] == expected, result
+    if expected == 0:
+        reset()
+        assert plain_twins.deliver(address, True, message, **kw)[0] == 0
+        state = dict(maildir_state(user_dir))
+        assert state["Maildir/new"].endswith(b"Subject: twins\n\nhello\n")
+        if "quota" in case:
+            lines = state["Maildir/maildirsize"].split(b"\n")
+            assert lines[0] == b"100000S" and len(lines) == 4 + ("warning" in case), lines  # recount, appends
 
 
 # ------------------------------------------------------------------------------------------------

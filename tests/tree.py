@@ -327,14 +327,14 @@ class Tree:
     def deliver(self, address: str, message: bytes | Path, instruction: str = "bounce-no-mailbox", *,
                 sender: str = "alice@example.org", argv: Sequence[str] | None = None,
                 env: Mapping[str, str | None] | None = None, domain_dir: str | Path | None = None,
-                timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+                timeout: float = 60, piped: bool = False) -> subprocess.CompletedProcess[bytes]:
         """Run the installed ``vdelivermail '' <instruction>`` as qmail-local runs it from .qmail-default.
 
         As uid/gid 89 (the domain's ids), with qmail-local's environment for ``address``
         (``vpop.qmailenv.virtual_delivery_environ``) plus PATH and VPOP_CONFIG, cwd = the domain dir
         (an alias domain's real dir, from users/cdb), stdin = the message file (bytes are written to
         a fresh file first).  ``env`` changes the environment (None removes a name); ``argv``
-        replaces the whole argument list.
+        replaces the whole argument list.  ``piped``: stdin is a pipe instead (a hand-run delivery).
         """
         from vpop import assign
         from vpop.qmailenv import virtual_delivery_environ
@@ -354,11 +354,14 @@ class Tree:
                 full_env[key] = value
         path = self.message_file(message) if isinstance(message, bytes) else message
         command = list(argv) if argv is not None else [program("vdelivermail"), "", instruction]
+        ids = {"user": VPOPMAIL_UID, "group": VPOPMAIL_GID, "extra_groups": [VPOPMAIL_GID]}
         try:
+            if piped:
+                return subprocess.run(command, input=Path(path).read_bytes(), env=full_env,
+                                      cwd=str(domain_dir), capture_output=True, timeout=timeout, **ids)
             with open(path, "rb") as stdin:
                 return subprocess.run(command, stdin=stdin, env=full_env, cwd=str(domain_dir),
-                                      capture_output=True, timeout=timeout, user=VPOPMAIL_UID,
-                                      group=VPOPMAIL_GID, extra_groups=[VPOPMAIL_GID])
+                                      capture_output=True, timeout=timeout, **ids)
         finally:
             self._drain()
 

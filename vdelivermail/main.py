@@ -1,244 +1,144 @@
 """vdelivermail: delivery for a vpopmail domain, run by qmail-local from ``.qmail-default``.
 
-``| vdelivermail '' bounce-no-mailbox``: qmail-local's environment and the message on
-stdin in, a delivery and an exit code out (0 delivered, 99 delivered and stop, 100 bounce,
-111 try again).  Protocol only; the delivery engine is :mod:`vpop.delivery`.  Every doubt is
-a 111: a store that cannot answer never turns into "no such user".
+``| vdelivermail '' bounce-no-mailbox``: qmail-local's environment and the message on stdin in,
+a delivery and an exit code out (0 delivered, 99 delivered and stop, 100 bounce, 111 try again).
+:func:`main` is the only place where outcomes become exit codes.
+
+The quick path: when ``lookup_socket`` names a running vlookupd, the daemon's ``recipient``
+answer is enough for the common case -- a known user with a directory, no ``.qmail`` of their
+own, a whole Maildir, within quota -- and that message is delivered here with ``posix`` and
+``_socket`` only (no ``os``, no store, no records): what keeps a delivery through the daemon
+near the interpreter's own start.  The quick path decides without writing anything; whatever it
+does not take (valiases, extensions, unknown users, a ``.qmail``, a missing Maildir, a quota
+warning due, a message that is not a regular file, no daemon) goes to :mod:`vdelivermail.deliver`
+with the daemon's answer, and ends exactly as it would have without the quick path.
 """
 
-import os
 import sys
 
-from vpop.errors import PermanentFailure, TemporaryFailure, VpopError, is_database_failure
-from vpop.flags import BOUNCE_MAIL
-
-INVALID_SYNTAX = "vdelivermail: invalid syntax in .qmail-default file"
+from vpop.errors import VpopError
 
 
-def _out(text: str) -> None:
+def out(text: str) -> None:
+    """A line of the delivery report (qmail-local puts stdout into the bounce or the log)."""
+    import posix
+
     try:
-        os.write(1, text.encode("utf-8", "replace"))
+        posix.write(1, text.encode("utf-8", "replace"))
     except OSError:
         pass
 
 
-def with_store(settings, deliver) -> int:
-    """Open the store, run ``deliver(store)``; a program exiting 99 ends it with 99.
+class Quick:
+    """What the quick path learnt: the daemon's answer (or that it could not answer), and the
+    Maildir delivery it found to be the whole job (None: :mod:`vdelivermail.deliver` decides)."""
 
-    The store is asked through vlookupd when ``lookup_socket`` is set (it falls back to the
-    direct store by itself).  A database failure anywhere becomes the C program's "deferred,
-    database down" (111).
-    """
-    from vpop.delivery import StopDelivery
-    from vpop.stores import open_store
+    answered = None
+    daemon_failed = False
+    maildir = ""
+    headers = b""
+    quota = ""
+
+
+def _is_dir(path: str) -> bool:
+    import posix
 
     try:
-        store = open_store(settings, via_daemon=True)
-        try:
-            return deliver(store)
-        except StopDelivery:
-            return 99
-        finally:
-            store.close()
-    except TemporaryFailure as exc:
-        if is_database_failure(exc):
-            from vpop.bounce import DATABASE_DOWN
+        return (posix.stat(path).st_mode & 0o170000) == 0o040000
+    except OSError:
+        return False
 
-            raise TemporaryFailure(DATABASE_DOWN) from None
-        raise
+
+def _absent(path: str) -> bool:
+    import posix
+
+    try:
+        posix.lstat(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def plan(argv: list[str], environ: dict, quick: Quick) -> bool:
+    """Is this delivery the quick path's?  Fills ``quick``; writes nothing (see the module)."""
+    import posix
+
+    from vpop.config import load_settings
+    from vpop.errors import ConfigError
+    from vpop.names import ascii_lower, valid_domain, valid_user
+
+    if len(argv) != 3 or "EXT" not in environ or "HOST" not in environ:
+        return False
+    try:
+        settings = load_settings(environ)
+    except ConfigError:
+        return False
+    if settings.lookup_socket == "none" or settings.store == "vmail-sql" or settings.valias:
+        return False
+    user, domain = ascii_lower(environ["EXT"]), ascii_lower(environ["HOST"])
+    if not (valid_user(user) and valid_domain(domain) and domain) or (settings.qmail_ext and "-" in user):
+        return False
+    try:
+        posix.lseek(0, 0, 0)  # qmail-local's regular file; a pipe is spooled by the whole path
+    except OSError:
+        return False
+
+    from vpop.lookup.client import Client, Unavailable
+
+    client = Client(settings)
+    try:
+        quick.answered = status, answer = client.ask("recipient", [("domain", domain), ("user", user)])
+    except Unavailable:
+        quick.daemon_failed = True
+        return False
+    finally:
+        client.close()
+    if status != "ok" or answer.all("for") != [user.encode("utf-8", "surrogateescape")]:
+        return False
+    from vpop.flags import BOUNCE_MAIL
+
+    user_dir, domain_dir = answer.text("dir"), answer.text("domain_dir")
+    if answer.number("gid") & BOUNCE_MAIL or not settings.allows_user_dir(domain_dir, user_dir):
+        return False  # a blank directory is not allowed either: the whole path makes it
+    maildir = user_dir + "/Maildir/"
+    if not (_is_dir(user_dir) and _absent(user_dir + "/.qmail")
+            and all(_is_dir(maildir + sub) for sub in ("cur", "new", "tmp"))):
+        return False
+
+    from vpop import quota as mq
+    from vpop.message import Message, delivered_to, is_looping, return_path
+
+    address = f"{user}@{answer.text('domain_real')}"
+    message = Message(0)
+    if is_looping(message, address, environ.get("DTLINE", "")):
+        return False
+    quota = mq.effective_quota(maildir, answer.text("shell"))
+    if quota:
+        over, percent = mq.check(maildir, quota, message.size, 1, settings.quota_small_message_bytes)
+        if over or percent >= settings.quota_warn_percent:
+            return False
+    quick.maildir, quick.quota = maildir, quota
+    quick.headers = return_path(environ) + delivered_to(address)
+    return True
 
 
 def run(argv: list[str], environ: dict) -> int:
-    """One delivery; returns the exit code or raises a VpopError."""
-    from vpop.config import load_settings
-    from vpop.names import ascii_lower, valid_domain, valid_user
+    """One delivery: the quick path's, else the whole path's; returns the exit code or raises."""
+    quick = Quick()
+    try:
+        taken = plan(argv, environ, quick)
+    except Exception:  # noqa: BLE001 - nothing written yet: the whole path decides (and says why)
+        taken = False
+    if taken:
+        from vpop.quota import deliver_counted
 
-    if len(argv) != 3:
-        raise TemporaryFailure(INVALID_SYNTAX)
-    settings = load_settings(environ)
-    if "EXT" not in environ:
-        raise PermanentFailure("vdelivermail: no EXT environment varilable")
-    if "HOST" not in environ:
-        raise PermanentFailure("vdelivermail: no HOST environment varilable")
-    user = ascii_lower(environ["EXT"])
-    domain_name = ascii_lower(environ["HOST"])
-    if not valid_user(user):
-        raise PermanentFailure("invalid username")
-    if not valid_domain(domain_name) or not domain_name:
-        raise PermanentFailure("invalid domain name")
-    user_ext, ext = user, ""
-    if settings.qmail_ext and "-" in user:
-        user_ext, _, ext = user.partition("-")
-        ext = ext.replace(".", ":")
-
-    if settings.store == "vmail-sql":
-        return deliver_vmail_sql(settings, environ, user, domain_name, argv[2])
-
-    def deliver(store) -> int:
-        store.expect_recipient(domain_name, [user] if user_ext == user else [user, user_ext])
-        delivery = start_delivery(settings, environ, store, user, domain_name, "users/assign")
-        domain = delivery.domain
-        while True:
-            if settings.valias and deliver_valias(delivery, store, user, domain, user_ext):
-                _out("vdelivermail: valiases processed\n")
-                return 0
-            record = store.get_user(user, domain)
-            if record is None and user_ext != user:
-                record = store.get_user(user_ext, domain)
-                if record is not None:
-                    delivery.user = user_ext
-                    delivery.address = f"{user_ext}@{domain.real}"
-            if record is not None:
-                return check_user(delivery, store, record, ext)
-            if not store.confirm_on_primary():  # nothing on a replica: the primary decides
-                if user_ext != user:
-                    delivery.user = user_ext
-                    delivery.address = f"{user_ext}@{domain.real}"
-                return user_not_found(delivery, argv[2])
-
-    return with_store(settings, deliver)
-
-
-def start_delivery(settings, environ: dict, store, user: str, domain_name: str, where: str):
-    """The recipient's domain (``where`` names what the store reads: 111 when it is not there),
-    the message on stdin and the loop check: a :class:`vpop.delivery.Delivery` to carry out."""
-    from vpop.bounce import LOOPING
-    from vpop.delivery import Delivery, Message, is_looping
-
-    domain = store.domain(domain_name)
-    if domain is None and store.confirm_on_primary():  # not on a replica (yet?): the primary decides
-        domain = store.domain(domain_name)
-    if domain is None:
-        raise TemporaryFailure(f"vdelivermail: domain {domain_name} is not in {where}")
-    message = Message(0)
-    delivery = Delivery(settings, environ, message, user, domain)
-    if is_looping(message, f"{user}@{domain.real}", environ.get("DTLINE", "")):
-        raise PermanentFailure(LOOPING)
-    return delivery
-
-
-def deliver_vmail_sql(settings, environ: dict, user: str, domain_name: str, instruction: str) -> int:
-    """vmail-sql in the order of its Exim directors: forwarders, the popbox, ``_default_``."""
-
-    def deliver(store) -> int:
-        delivery = start_delivery(settings, environ, store, user, domain_name, "the domain table")
-        domain = delivery.domain
-        while True:
-            for local in (user, None, "_default_"):
-                if local is None:
-                    mailbox = store.popbox(user, domain)
-                    if mailbox is None:
-                        continue
-                    if mailbox.endswith("/"):
-                        delivery.deliver_maildir(mailbox, own_maildir=True)
-                    else:
-                        delivery.deliver_mbox(mailbox)
-                    return 0
-                targets = store.forwarders(local, domain)
-                for target in targets:  # "&": an address, never a pipe or a file (Exim's forbid_*)
-                    delivery.deliver_line("&" + target.lstrip("&"), domain.dir)
-                if targets:
-                    return 0
-            if not store.confirm_on_primary():  # nothing on a replica: the primary decides
-                return user_not_found(delivery, instruction)
-
-    return with_store(settings, deliver)
-
-
-def deliver_valias(delivery, store, user: str, domain, user_ext: str) -> bool:
-    """valias rows for the user, else the ``prefix-default`` wildcard (sets DEFAULT)."""
-    rows = store.valias_lines(user, domain)
-    if not rows:
-        parts = user.split("-")
-        for i in range(len(parts) - 1, 0, -1):
-            rows = store.valias_lines("-".join(parts[:i]) + "-default", domain)
-            if rows:
-                delivery.environ["DEFAULT"] = "-".join(parts[i:])
-                break
-    if not rows and user_ext != user:
-        rows = store.valias_lines(user_ext, domain)
-    for row in rows:
-        delivery.deliver_line(row, domain.dir)
-    return bool(rows)
-
-
-def check_user(delivery, store, record, ext: str) -> int:
-    """A known user: locked?  directory?  own .qmail?  else the Maildir with the quota."""
-    from vpop import dirs
-
-    domain = delivery.domain
-    if record.gid & BOUNCE_MAIL:
-        raise PermanentFailure(f"vdelivermail: account is locked email bounced {record.name}@{domain.real}")
-    uid = domain.uid if os.geteuid() == 0 else None
-    if not record.dir:
-        try:
-            path = store.make_user_dir(domain, record.name, uid, domain.gid)
-        except TemporaryFailure as exc:
-            if is_database_failure(exc):  # the MySQL store's dir_control row
-                raise
-            raise TemporaryFailure("Auto creation of maildir failed. (#5.9.8)") from None
-        try:
-            stored = store.set_user_dir(record, domain, path)
-        except TemporaryFailure:
-            dirs.discard_user_dir(path)  # else every retry would fail on the existing directory
-            raise
-        if stored != path:
-            dirs.discard_user_dir(path)  # a concurrent first delivery won: its directory is the one
-    dirs.check_user_dir(delivery.settings, domain.dir, record.dir)
-    if not os.path.isdir(record.dir):
-        try:
-            dirs.remake_user_dir(domain.dir, record.dir, uid, domain.gid)
-        except TemporaryFailure:
-            raise TemporaryFailure("Auto re-creation of maildir failed. (#5.9.9)") from None
-    if delivery.dot_qmail(record.dir, ext):
+        deliver_counted(quick.maildir, quick.headers, 0, quick.quota)
         return 0
-    maildir = record.dir + "/Maildir"
-    if not all(os.path.isdir(f"{maildir}/{sub}") for sub in ("cur", "new", "tmp")):
-        # vpopmail re-created a missing user directory but not a Maildir missing inside one,
-        # so such mail deferred until it bounced; make it, as vmake_maildir would have.
-        from vpop.maildir import make_maildir
+    from vdelivermail.deliver import run as deliver
 
-        try:
-            make_maildir(maildir, uid, domain.gid, mode=dirs.REMADE_MODE)
-        except OSError as exc:
-            text = f"Auto re-creation of maildir failed. (#5.9.9) errno={exc.errno}"
-            raise TemporaryFailure(text) from None
-    delivery.deliver_maildir(maildir + "/", record.shell, own_maildir=True)
-    return 0
-
-
-def user_not_found(delivery, instruction: str) -> int:
-    """The ``.qmail-default`` instruction for an unknown user."""
-    from vpop.bounce import NO_USER, message_text
-
-    settings = delivery.settings
-    domain = delivery.domain
-    if instruction == "delete":
-        return 0
-    if instruction == "bounce-no-mailbox":
-        raise PermanentFailure(message_text(domain.dir, settings.domains_path, ".no-user.msg", NO_USER))
-    if instruction.startswith("/"):
-        return deliver_to_path(delivery, instruction)
-    delivery.deliver_line(instruction, domain.dir)
-    return 0
-
-
-def deliver_to_path(delivery, path: str) -> int:
-    """A path instruction: a Maildir (used as is), a directory holding one, or an mbox file."""
-    if path.endswith("/") or os.path.isdir(path):
-        directory = path.rstrip("/") + "/"
-        _out(f"user does not exist, but will deliver to {directory}\n")
-        # Delivered-To names the recipient (vpopmail: the instruction's Maildir gets user@domain)
-        if all(os.path.isdir(directory + sub) for sub in ("new", "cur", "tmp")):
-            delivery.deliver_maildir(directory, own_maildir=True)  # a Maildir itself: not …/Maildir/Maildir/
-            return 0
-        if delivery.dot_qmail(directory.rstrip("/")):
-            return 0
-        delivery.deliver_maildir(directory + "Maildir/", own_maildir=True)
-        return 0
-    _out(f"user does not exist, but will deliver to {path}\n")
-    delivery.deliver_mbox(path)
-    return 0
+    return deliver(argv, environ, quick.answered, quick.daemon_failed)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -250,8 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         return run(argv, original_environ())
     except VpopError as exc:
         if exc.message:
-            _out(exc.message if exc.message.endswith("\n") else exc.message + "\n")
+            out(exc.message if exc.message.endswith("\n") else exc.message + "\n")
         return exc.exit_code
     except Exception as exc:  # anything unforeseen on the way: defer, never lose the message
-        _out(f"vdelivermail: temporary error: {exc}\n")
+        out(f"vdelivermail: temporary error: {exc}\n")
         return 111

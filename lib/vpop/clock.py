@@ -7,12 +7,12 @@ epoch>`` (digits, optionally a fraction) fixes that clock for one run, so tests 
 the hour instead of depending on the day they happen to run on.  It is as trusted as
 ``VPOP_CONFIG``: whoever sets a program's environment can already choose its settings.
 
-Files whose times matter are stamped with this clock (``os.utime``), so a test can compare them
+Files whose times matter are stamped with this clock (``utime``), so a test can compare them
 with the clock it set.  Waits and timeouts use ``time.monotonic()``, never this clock, and so
 does the age of another program's dot-lock (a real elapsed time).
 """
 
-import os
+import posix
 import time
 
 from vpop.errors import ConfigError
@@ -37,7 +37,11 @@ def _parse(text: str) -> int:
 def _fixed() -> int | None:
     global _fixed_ns, _read
     if not _read:
-        text = os.environ.get(ENV) if _given is _UNSET else _given
+        if _given is _UNSET:  # posix, not os: a delivery's quick path imports no os
+            raw = posix.environ.get(ENV.encode())
+            text = None if raw is None else raw.decode("utf-8", "surrogateescape")
+        else:
+            text = _given
         _fixed_ns = None if text is None or text == "" else _parse(text)
         _read = True
     return _fixed_ns
@@ -96,4 +100,4 @@ def rfc822_date(t: float) -> str:
 def stamp(fd_or_path: int | str) -> None:
     """Set a file's access and modification times to :func:`now`."""
     t = now_ns()
-    os.utime(fd_or_path, ns=(t, t))
+    posix.utime(fd_or_path, ns=(t, t))

@@ -233,6 +233,15 @@ class Settings:
         """``~vpopmail/domains``: where domain directories and global message files live."""
         return self.vpopmail_home + "/" + self.domains_dir
 
+    def allows_user_dir(self, domain_dir: str, user_dir: str) -> bool:
+        """Is ``user_dir`` a place a user directory may be: an absolute path without ``..`` below
+        ``~vpopmail/domains``, the domain's own directory or one of ``user_dir_roots``?"""
+        if user_dir.startswith("/") and ".." not in user_dir.split("/"):
+            for root in (self.domains_path, domain_dir, *self.user_dir_roots):
+                if root and user_dir.startswith(root.rstrip("/") + "/"):
+                    return True
+        return False
+
 
 def parse_settings(text: str, path: str) -> Settings:
     """Parse settings text; ``path`` is only used in error messages."""

@@ -13,11 +13,10 @@ import os
 from vpop.bounce import LOOPING, OVER_QUOTA, read_message_file
 from vpop.errors import PermanentFailure, TemporaryFailure
 from vpop.fdio import read_chunks, write_all
+from vpop.message import Message, delivered_to, is_looping, return_path  # noqa: F401 - Message: the input
 
 # Program exit codes qmail-local (and vdelivermail) treat as permanent failures.
 HARD_PROGRAM_EXITS = frozenset((64, 65, 70, 76, 77, 78, 100, 112))
-DELIVERED_TO = b"Delivered-To: "
-LOOP_HEADER_LIMIT = 1 << 20  # how much of the header section the loop check reads
 
 
 # Python ignores SIGPIPE and SIGXFSZ; programs and qmail-inject get the defaults back.
@@ -26,70 +25,6 @@ _DEFAULT_SIGNALS = (13, 25)
 
 class StopDelivery(Exception):  # noqa: N818 - a control-flow signal, not an error
     """A program exited 99: the message counts as delivered and nothing more is done."""
-
-
-class Message:
-    """The queued message on a seekable descriptor (qmail-local gives a regular file)."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        try:
-            os.lseek(fd, 0, os.SEEK_SET)
-        except OSError:
-            self.fd = _spool(fd)
-        self.size = os.fstat(self.fd).st_size
-
-    def header_lines(self):
-        """The header lines (with their line ends), up to the empty line."""
-        offset = 0
-        pending = b""
-        while offset < LOOP_HEADER_LIMIT:
-            chunk = os.pread(self.fd, 8192, offset)
-            if not chunk:
-                if pending:
-                    yield pending
-                return
-            offset += len(chunk)
-            pending += chunk
-            while True:
-                end = pending.find(b"\n")
-                if end < 0:
-                    break
-                line, pending = pending[:end + 1], pending[end + 1:]
-                if line in (b"\n", b"\r\n"):
-                    return
-                yield line
-
-    def rewind(self) -> None:
-        os.lseek(self.fd, 0, os.SEEK_SET)
-
-
-def _spool(fd: int) -> int:
-    """Copy a non-seekable stdin into an unnamed temporary file (vpopmail's make-seekable)."""
-    try:
-        spool = os.open("/tmp", os.O_TMPFILE | os.O_RDWR, 0o600)
-        while True:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(spool, view):]
-        os.lseek(spool, 0, os.SEEK_SET)
-        return spool
-    except OSError as exc:
-        raise TemporaryFailure(f"Unable to read message: {exc.strerror}. (#4.3.0)") from None
-
-
-def is_looping(message: Message, address: str, dtline: str) -> bool:
-    """A ``Delivered-To: <address>`` line (case-insensitive) in DTLINE or the header."""
-    wanted = (DELIVERED_TO.decode() + address).lower().encode("utf-8", "surrogateescape")
-    if dtline.rstrip("\n").lower().encode("utf-8", "surrogateescape") == wanted:
-        return True
-    for line in message.header_lines():
-        if line.rstrip(b"\r\n").lower() == wanted:
-            return True
-    return False
 
 
 class Delivery:
@@ -105,16 +40,10 @@ class Delivery:
 
     # ----------------------------------------------------------------- headers
     def return_path(self) -> bytes:
-        rpline = self.environ.get("RPLINE")
-        if rpline is None:
-            sender = self.environ.get("SENDER")
-            if sender is None:
-                return b""
-            rpline = f"Return-Path: <{sender.replace(chr(10), '_').replace(chr(13), '_')}>\n"
-        return rpline.encode("utf-8", "surrogateescape")
+        return return_path(self.environ)
 
     def delivered_to(self, address: str) -> bytes:
-        return (DELIVERED_TO.decode() + address + "\n").encode("utf-8", "surrogateescape")
+        return delivered_to(address)
 
     # ----------------------------------------------------------------- lines
     def deliver_line(self, line: str, base_dir: str, quota: str = "", own_maildir: bool = False) -> None:
@@ -175,10 +104,7 @@ class Delivery:
         from vpop import maildir as md
         from vpop import quota as mq
 
-        if not quota:
-            info = mq.read_maildirsize(mq.quota_root(maildir))
-            quota = info[0] if info is not None else ""
-        quota = mq.normalize_quota(quota) if quota and not quota.startswith("NO") else ""
+        quota = mq.effective_quota(maildir, quota)
         if quota:
             over, percent = mq.check(maildir, quota, self.message.size, 1,
                                      self.settings.quota_small_message_bytes)
@@ -193,15 +119,7 @@ class Delivery:
                 self.quota_warning(maildir, quota)
         recipient = self.address if own_maildir else (md.maildir_to_email(maildir) or self.address)
         headers = self.return_path() + self.delivered_to(recipient)
-        if not quota:
-            return md.deliver(maildir, headers, self.message.fd)
-        # Shared with other deliveries, exclusive for a recount: usage lines cannot slip
-        # between a recount's scan and its rename of maildirsize.
-        with mq.delivery_lock(maildir):
-            path = md.deliver(maildir, headers, self.message.fd)
-            size = md.size_from_name(os.path.basename(path))
-            mq.add_usage(maildir, quota, size if size is not None else os.stat(path).st_size, 1)
-        return path
+        return mq.deliver_counted(maildir, headers, self.message.fd, quota)
 
     def quota_warning(self, maildir: str, quota: str = "") -> None:
         """Deliver ``.quotawarn.msg`` once a day (vpopmail's ``deliver_quota_warning``).
@@ -224,11 +142,7 @@ class Delivery:
         headers = self.delivered_to(recipient) + f"Date: {date}\n".encode()
         empty = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)  # the whole text goes as "headers"
         try:
-            with mq.delivery_lock(maildir):
-                path = md.deliver(maildir, headers + text, empty)
-                if quota:
-                    size = md.size_from_name(os.path.basename(path))
-                    mq.add_usage(maildir, quota, size if size is not None else len(headers + text), 1)
+            mq.deliver_counted(maildir, headers + text, empty, quota)
         finally:
             os.close(empty)
 

@@ -239,10 +239,8 @@ def check_user_dir(settings, domain_dir: str, user_dir: str) -> None:
     """Refuse (111) a stored user directory outside ``~vpopmail/domains``, the domain's own
     directory and the ``user_dir_roots`` setting: a row that says ``pw_dir = /etc`` must not
     get mail written there (vpopmail wrote it).  ``..`` and relative paths are refused too."""
-    if user_dir.startswith("/") and ".." not in user_dir.split("/"):
-        for root in (settings.domains_path, domain_dir, *settings.user_dir_roots):
-            if root and user_dir.startswith(root.rstrip("/") + "/"):
-                return
+    if settings.allows_user_dir(domain_dir, user_dir):
+        return
     raise TemporaryFailure(f"user directory {user_dir} is outside {settings.domains_path} "
                            f"(user_dir_roots lists other places)")
 

@@ -17,12 +17,15 @@ Differences from vpopmail 5.4 ``deliver_mail`` (reference vpopmail.md §7.4), al
   delivered the truncated message);
 * the ``,S=`` size is the number of bytes actually written, as in vpopmail 5.6.
 
+The module uses ``posix``, not ``os``: vdelivermail's quick path (:mod:`vdelivermail.main`) delivers
+with it and stays near the interpreter's own start (``os`` alone costs more than a millisecond).
+
 Nothing here prints or exits; failures raise :mod:`vpop.errors` exceptions whose text is the
 C program's (two lines joined by ``\\n`` where vdelivermail printed two).
 """
 
 import errno
-import os
+import posix
 
 from vpop import clock
 from vpop.errors import PermanentFailure, TemporaryFailure
@@ -31,6 +34,7 @@ from vpop.fdio import write_all
 __all__ = [
     "deliver",
     "escape_hostname",
+    "join_path",
     "make_maildir",
     "maildir_to_email",
     "safe_hostname",
@@ -69,12 +73,12 @@ def escape_hostname(name: str) -> str:
 def safe_hostname() -> str:
     """This host's name for maildir file names (:func:`escape_hostname` applied).
 
-    ``os.uname().nodename`` is what ``gethostname(2)`` returns on Linux; it avoids importing
+    ``uname().nodename`` is what ``gethostname(2)`` returns on Linux; it avoids importing
     :mod:`socket` (several milliseconds of start-up) for one string.
     """
     global _hostname
     if _hostname is None:
-        _hostname = escape_hostname(os.uname().nodename or "localhost")
+        _hostname = escape_hostname(posix.uname().nodename or "localhost")
     return _hostname
 
 
@@ -87,7 +91,7 @@ def unique_name(size: int | None = None) -> str:
     global _deliveries
     _deliveries += 1
     sec, usec = divmod(clock.now_ns() // 1000, 1_000_000)
-    name = f"{sec}.M{usec}P{os.getpid()}Q{_deliveries}.{safe_hostname()}"
+    name = f"{sec}.M{usec}P{posix.getpid()}Q{_deliveries}.{safe_hostname()}"
     if size is not None:
         name += f",S={size}"
     return name
@@ -116,6 +120,8 @@ def make_maildir(path: str, uid: int | None = None, gid: int | None = None, mode
     Directories this call creates get exactly ``mode`` (the umask is overridden by a chmod)
     and, when ``uid`` is given, are chowned to ``uid``/``gid``; existing ones are left alone.
     """
+    import os  # not on a delivery's way: directories are made by the admin tools and repairs
+
     missing: list[str] = []
     p = os.path.abspath(path)
     while not os.path.isdir(p):
@@ -146,7 +152,7 @@ def maildir_to_email(maildir: str) -> str:
     """
     path = maildir
     if len(path) > 1 and path.startswith("./"):
-        path = os.getcwd() + path[1:]
+        path = posix.getcwd() + path[1:]
     end = path.rfind("/Maildir/")
     if end <= 0:
         if len(path) <= 8 or not path.endswith("/Maildir"):
@@ -163,6 +169,13 @@ def maildir_to_email(maildir: str) -> str:
             return ""
         if "." in path[i + 1 : stop]:
             return f"{user}@{path[i + 1 : stop]}"
+
+
+def join_path(directory: str, *names: str) -> str:
+    """``os.path.join`` for names that are single components (``posix`` has no path functions)."""
+    for name in names:
+        directory = directory + name if not directory or directory.endswith("/") else f"{directory}/{name}"
+    return directory
 
 
 def _open_error(exc: OSError, path: str) -> Exception:
@@ -201,7 +214,7 @@ def _copy_message(out_fd: int, in_fd: int, offset: int, chunk: int) -> int:
 
 def _expected_size(fd: int, offset: int) -> int | None:
     try:
-        st = os.fstat(fd)
+        st = posix.fstat(fd)
     except OSError:
         return None
     if (st.st_mode & 0o170000) != 0o100000:  # not a regular file: size unknown in advance
@@ -211,20 +224,28 @@ def _expected_size(fd: int, offset: int) -> int | None:
 
 def _unlink_quietly(path: str) -> None:
     try:
-        os.unlink(path)
+        posix.unlink(path)
     except OSError:
         pass
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+def _lexists(path: str) -> bool:
     try:
-        os.fsync(fd)
+        posix.lstat(path)
+    except OSError:
+        return False
+    return True
+
+
+def _fsync_dir(path: str) -> None:
+    fd = posix.open(path, posix.O_RDONLY | posix.O_DIRECTORY | posix.O_CLOEXEC)
+    try:
+        posix.fsync(fd)
     except OSError as exc:
         if exc.errno not in _DIRSYNC_UNSUPPORTED:
             raise
     finally:
-        os.close(fd)
+        posix.close(fd)
 
 
 def _publish(tmp_path: str, new_dir: str, base: str, size: int) -> str:
@@ -235,17 +256,17 @@ def _publish(tmp_path: str, new_dir: str, base: str, size: int) -> str:
     links, and is used only when the target name is free.
     """
     for _attempt in range(_NAME_ATTEMPTS):
-        new_path = os.path.join(new_dir, f"{base},S={size}")
+        new_path = join_path(new_dir, f"{base},S={size}")
         try:
-            os.link(tmp_path, new_path)
+            posix.link(tmp_path, new_path)
         except OSError as exc:
             if exc.errno == errno.EEXIST:
                 base = unique_name()
                 continue
-            if exc.errno not in _LINK_UNSUPPORTED or os.path.lexists(new_path):
+            if exc.errno not in _LINK_UNSUPPORTED or _lexists(new_path):
                 raise _rename_error(exc, tmp_path, new_path) from exc
             try:
-                os.rename(tmp_path, new_path)
+                posix.rename(tmp_path, new_path)
             except OSError as exc2:
                 raise _rename_error(exc2, tmp_path, new_path) from exc2
             return new_path
@@ -280,17 +301,17 @@ def deliver(
     ``TemporaryFailure`` (vdelivermail's texts) for every other error.  On any failure after
     the temporary file was created it is removed, and nothing appears in ``new/``.
     """
-    tmp_dir = os.path.join(maildir, "tmp")
-    new_dir = os.path.join(maildir, "new")
+    tmp_dir = join_path(maildir, "tmp")
+    new_dir = join_path(maildir, "new")
     expected = _expected_size(message_fd, message_offset)
     expected = None if expected is None else expected + len(headers)
 
     tmp_path = ""
     base = name or unique_name()
     for _attempt in range(_NAME_ATTEMPTS):
-        tmp_path = os.path.join(tmp_dir, base if expected is None else f"{base},S={expected}")
+        tmp_path = join_path(tmp_dir, base if expected is None else f"{base},S={expected}")
         try:
-            fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            fd = posix.open(tmp_path, posix.O_WRONLY | posix.O_CREAT | posix.O_EXCL | posix.O_CLOEXEC, 0o600)
             break
         except FileExistsError:
             base = unique_name()
@@ -304,12 +325,12 @@ def deliver(
             if headers:
                 write_all(fd, headers)
             size = len(headers) + _copy_message(fd, message_fd, message_offset, chunk)
-            os.fsync(fd)
+            posix.fsync(fd)
         except OSError as exc:
             raise _write_error(exc) from exc
         finally:
             try:
-                os.close(fd)
+                posix.close(fd)
             except OSError as exc:  # NFS reports delayed write errors on close
                 raise _write_error(exc) from exc
         new_path = _publish(tmp_path, new_dir, base, size)

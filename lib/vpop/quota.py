@@ -42,14 +42,17 @@ Deliberate differences from vpopmail (each to do better where the original is un
   number: "unlimited" both ways), and values are capped at 2**63-1;
 * the new ``maildirsize`` is ``fsync``'d before the rename, and is never followed through a
   symlink.
+
+The module uses ``posix``, not ``os`` (and imports ``fcntl`` when it locks): vdelivermail's quick
+path checks and counts a quota with it (see :mod:`vdelivermail.main`).
 """
 
 import errno
-import fcntl
-import os
+import posix
 import time
 
 from vpop import clock
+from vpop.maildir import join_path as _join
 from vpop.maildir import safe_hostname, size_from_name
 
 __all__ = [
@@ -58,7 +61,9 @@ __all__ = [
     "add_usage",
     "check",
     "claim_warning",
+    "deliver_counted",
     "delivery_lock",
+    "effective_quota",
     "normalize_quota",
     "parse_quota",
     "quota_root",
@@ -77,8 +82,8 @@ SHARED_LOCK_WAIT = 60.0  # seconds a delivery waits for a recount to finish
 _READ_CAP = 1 << 20  # read at most this much of a maildirsize (a huge one is recounted anyway)
 _MAX = (1 << 63) - 1
 
-_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_CLOEXEC = posix.O_CLOEXEC
+_O_NOFOLLOW = posix.O_NOFOLLOW
 
 
 # --------------------------------------------------------------------------------------------------
@@ -235,9 +240,11 @@ class UsageLock:
         if self._fd >= 0:
             return self.locked
         try:
-            self._fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | _O_CLOEXEC)
+            self._fd = posix.open(self.path, posix.O_RDONLY | posix.O_DIRECTORY | _O_CLOEXEC)
         except OSError:
             return False
+        import fcntl
+
         mode = (fcntl.LOCK_EX if self.exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
         deadline = time.monotonic() + self.timeout
         pause = 0.0005
@@ -257,7 +264,7 @@ class UsageLock:
 
     def release(self) -> None:
         if self._fd >= 0:
-            os.close(self._fd)  # closing drops the flock
+            posix.close(self._fd)  # closing drops the flock
             self._fd = -1
         self.locked = False
 
@@ -284,9 +291,13 @@ def delivery_lock(maildir: str, timeout: float | None = None) -> UsageLock:
 
 def quota_root(maildir: str) -> str:
     """The Maildir whose ``maildirsize`` counts for ``maildir``: the parent of a ``maildirfolder``."""
-    if os.path.exists(os.path.join(maildir, "maildirfolder")):
-        return os.path.normpath(os.path.join(maildir, ".."))
-    return maildir
+    try:
+        posix.stat(_join(maildir, "maildirfolder"))
+    except OSError:
+        return maildir
+    import os  # a folder's parent, spelled as before (rare: deliveries to a Maildir++ folder)
+
+    return os.path.normpath(os.path.join(maildir, ".."))
 
 
 def read_maildirsize(maildir: str) -> tuple[str, int, int, int, int, float] | None:
@@ -299,19 +310,19 @@ def read_maildirsize(maildir: str) -> tuple[str, int, int, int, int, float] | No
     unterminated last line is ignored (an append caught half-way).  Only the first MiB is
     read: a file that big is recounted anyway.
     """
-    path = os.path.join(maildir, "maildirsize")
+    path = _join(maildir, "maildirsize")
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | _O_CLOEXEC | _O_NOFOLLOW)
+        fd = posix.open(path, posix.O_RDONLY | posix.O_NONBLOCK | _O_CLOEXEC | _O_NOFOLLOW)
     except OSError:
         return None
     try:
-        st = os.fstat(fd)
+        st = posix.fstat(fd)
         if (st.st_mode & 0o170000) != 0o100000:
             return None
         parts: list[bytes] = []
         got = 0
         while got < _READ_CAP:
-            data = os.read(fd, _READ_CAP - got)
+            data = posix.read(fd, _READ_CAP - got)
             if not data:
                 break
             parts.append(data)
@@ -319,7 +330,7 @@ def read_maildirsize(maildir: str) -> tuple[str, int, int, int, int, float] | No
     except OSError:
         return None
     finally:
-        os.close(fd)
+        posix.close(fd)
     lines = b"".join(parts).split(b"\n")
     quota_line = lines[0].rstrip(b"\r").decode("latin-1")
     total = count = nlines = 0
@@ -371,8 +382,8 @@ def _flagged_trash(name: str) -> bool:
 
 def _count_dir(path: str, mtimes: dict[str, int]) -> tuple[int, int]:
     try:
-        mtimes[path] = os.stat(path).st_mtime_ns
-        entries = os.scandir(path)
+        mtimes[path] = posix.stat(path).st_mtime_ns
+        entries = posix.scandir(path)
     except OSError:
         return 0, 0
     total = count = 0
@@ -396,7 +407,7 @@ def _folders(root: str) -> list[str]:
     """Maildir++ folders to count: ``.Name`` subdirectories except ``.Trash`` (not symlinks)."""
     out = [root]
     try:
-        with os.scandir(root) as entries:
+        with posix.scandir(root) as entries:
             for entry in entries:
                 name = entry.name
                 if name[0] != "." or name in (".", "..", ".Trash"):
@@ -415,7 +426,7 @@ def _count_maildir(root: str, mtimes: dict[str, int]) -> tuple[int, int]:
     total = count = 0
     for folder in _folders(root):
         for sub in ("new", "cur"):
-            b, c = _count_dir(os.path.join(folder, sub), mtimes)
+            b, c = _count_dir(_join(folder, sub), mtimes)
             total += b
             count += c
     return total, count
@@ -428,7 +439,7 @@ def usage(maildir: str) -> tuple[int, int]:
 
 
 def _new_maildirsize_name(root: str) -> str:
-    return os.path.join(root, "tmp", f"{int(clock.now())}.{os.getpid()}_NeWmAiLdIrSiZe.{safe_hostname()}")
+    return _join(root, "tmp", f"{int(clock.now())}.{posix.getpid()}_NeWmAiLdIrSiZe.{safe_hostname()}")
 
 
 def _write_new_maildirsize(root: str, content: bytes, uid: int | None, gid: int | None) -> str:
@@ -436,12 +447,12 @@ def _write_new_maildirsize(root: str, content: bytes, uid: int | None, gid: int 
     for _attempt in range(3):
         tmp = _new_maildirsize_name(root)
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o644)
+            fd = posix.open(tmp, posix.O_WRONLY | posix.O_CREAT | posix.O_EXCL | _O_CLOEXEC, 0o644)
             break
         except FileExistsError:
             # Same second, same pid: only this process can have left it behind.
             try:
-                os.unlink(tmp)
+                posix.unlink(tmp)
             except OSError:
                 pass
     else:
@@ -450,15 +461,15 @@ def _write_new_maildirsize(root: str, content: bytes, uid: int | None, gid: int 
         try:
             view = memoryview(content)
             while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
+                view = view[posix.write(fd, view) :]
+            posix.fsync(fd)
         finally:
-            os.close(fd)
+            posix.close(fd)
         if uid is not None:
-            os.chown(tmp, uid, -1 if gid is None else gid)
+            posix.chown(tmp, uid, -1 if gid is None else gid)
     except BaseException:
         try:
-            os.unlink(tmp)
+            posix.unlink(tmp)
         except OSError:
             pass
         raise
@@ -487,15 +498,15 @@ def recalculate(maildir: str, quota_line: str, uid: int | None = None, gid: int 
             try:
                 tmp = _write_new_maildirsize(root, f"{quota_line}\n{total} {count}\n".encode(), uid, gid)
                 try:
-                    os.rename(tmp, os.path.join(root, "maildirsize"))
+                    posix.rename(tmp, _join(root, "maildirsize"))
                 except OSError:
-                    os.unlink(tmp)
+                    posix.unlink(tmp)
                     raise
             except OSError:
                 unsure = True
         for path, mtime in mtimes.items():
             try:
-                if os.stat(path).st_mtime_ns != mtime:
+                if posix.stat(path).st_mtime_ns != mtime:
                     unsure = True
                     break
             except OSError:
@@ -573,7 +584,7 @@ def add_usage(maildir: str, quota_string: str, nbytes: int, count: int = 1) -> b
     (``_mark_stale``).
     """
     root = quota_root(maildir)
-    path = os.path.join(root, "maildirsize")
+    path = _join(root, "maildirsize")
     line = f"{nbytes} {count}\n".encode()
     for _attempt in range(3):
         try:
@@ -590,40 +601,68 @@ def add_usage(maildir: str, quota_string: str, nbytes: int, count: int = 1) -> b
         except OSError:
             return False
         try:
-            os.link(tmp, path)
+            posix.link(tmp, path)
             return True
         except FileExistsError:
             continue  # created meanwhile by another delivery: append to it
         except OSError:
             # No hard links here: rename, accepting the tiny window vpopmail always had.
-            if os.path.lexists(path):
-                continue
             try:
-                os.rename(tmp, path)
+                posix.lstat(path)
+                continue
+            except OSError:
+                pass
+            try:
+                posix.rename(tmp, path)
                 return True
             except OSError:
                 return False
         finally:
             try:
-                os.unlink(tmp)
+                posix.unlink(tmp)
             except OSError:
                 pass
     return False
 
 
+def effective_quota(maildir: str, quota_string: str = "") -> str:
+    """The normalised quota a delivery into ``maildir`` applies, ``""`` for none: the user's quota
+    string (``pw_shell``), else the first line of the Maildir's ``maildirsize`` (a Maildir named by a
+    ``.qmail`` line or a valias); ``NO…`` (NOQUOTA) is none."""
+    if not quota_string:
+        info = read_maildirsize(quota_root(maildir))
+        quota_string = info[0] if info is not None else ""
+    return normalize_quota(quota_string) if quota_string and not quota_string.startswith("NO") else ""
+
+
+def deliver_counted(maildir: str, headers: bytes, message_fd: int, quota: str) -> str:
+    """:func:`vpop.maildir.deliver`, and with a ``quota`` its size appended to ``maildirsize`` under
+    the shared :func:`delivery_lock` (a recount's scan and rename cannot slip between the two).
+    Returns the new file's path.  Call :func:`check` first (it may need the exclusive lock)."""
+    from vpop import maildir as md
+
+    if not quota:
+        return md.deliver(maildir, headers, message_fd)
+    with delivery_lock(maildir):
+        path = md.deliver(maildir, headers, message_fd)
+        size = md.size_from_name(path)
+        add_usage(maildir, quota, size if size is not None else posix.stat(path).st_size, 1)
+    return path
+
+
 def _append(path: str, line: bytes) -> bool:
     """Append ``line`` in one ``write``; a failed or short write marks the file stale."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK | _O_CLOEXEC | _O_NOFOLLOW)
+    fd = posix.open(path, posix.O_WRONLY | posix.O_APPEND | posix.O_NONBLOCK | _O_CLOEXEC | _O_NOFOLLOW)
     try:
         try:
-            if os.write(fd, line) == len(line):
+            if posix.write(fd, line) == len(line):
                 return True
         except OSError:
             pass
         _mark_stale(path, fd)
         return False
     finally:
-        os.close(fd)
+        posix.close(fd)
 
 
 def _mark_stale(path: str, fd: int) -> None:
@@ -656,21 +695,21 @@ def _mark_stale(path: str, fd: int) -> None:
     """
     marked = False
     try:
-        if os.fstat(fd).st_size < RECALC_FILE_SIZE:
-            os.ftruncate(fd, RECALC_FILE_SIZE)
+        if posix.fstat(fd).st_size < RECALC_FILE_SIZE:
+            posix.ftruncate(fd, RECALC_FILE_SIZE)
         marked = True
     except OSError:
         pass
     try:
-        os.utime(fd, (0, 0))
+        posix.utime(fd, (0, 0))
         marked = True
     except OSError:
         pass
     if not marked:
         try:
-            st, now = os.fstat(fd), os.lstat(path)
+            st, now = posix.fstat(fd), posix.lstat(path)
             if (st.st_dev, st.st_ino) == (now.st_dev, now.st_ino):
-                os.unlink(path)
+                posix.unlink(path)
         except OSError:
             pass
 
@@ -682,7 +721,7 @@ def _mark_stale(path: str, fd: int) -> None:
 def warning_due(maildir: str, now: float | None = None) -> bool:
     """Is a quota warning due?  Not if ``<maildir>/quotawarn`` is less than a day old."""
     try:
-        mtime = os.stat(os.path.join(maildir, "quotawarn")).st_mtime
+        mtime = posix.stat(_join(maildir, "quotawarn")).st_mtime
     except OSError:
         return True
     return (clock.now() if now is None else now) >= mtime + WARN_INTERVAL
@@ -690,12 +729,12 @@ def warning_due(maildir: str, now: float | None = None) -> bool:
 
 def touch_warning(maildir: str) -> None:
     """Create or truncate ``<maildir>/quotawarn`` (mode 0644 less the umask) to restart the day."""
-    path = os.path.join(maildir, "quotawarn")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_CLOEXEC | _O_NOFOLLOW, 0o644)
+    path = _join(maildir, "quotawarn")
+    fd = posix.open(path, posix.O_WRONLY | posix.O_CREAT | posix.O_TRUNC | _O_CLOEXEC | _O_NOFOLLOW, 0o644)
     try:
         clock.stamp(fd)
     finally:
-        os.close(fd)
+        posix.close(fd)
 
 
 def claim_warning(maildir: str, now: float | None = None) -> bool:
@@ -704,24 +743,26 @@ def claim_warning(maildir: str, now: float | None = None) -> bool:
     Parallel deliveries to a full mailbox would otherwise all see the old timestamp and all
     send a warning.  The check and the touch happen under an ``flock`` of ``quotawarn``.
     """
-    path = os.path.join(maildir, "quotawarn")
-    flags = os.O_WRONLY | _O_CLOEXEC | _O_NOFOLLOW
+    path = _join(maildir, "quotawarn")
+    flags = posix.O_WRONLY | _O_CLOEXEC | _O_NOFOLLOW
     try:
-        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = posix.open(path, flags | posix.O_CREAT | posix.O_EXCL, 0o644)
         try:
             clock.stamp(fd)  # the first warning ever: the day starts now, by the programs' clock
         finally:
-            os.close(fd)
+            posix.close(fd)
         return True
     except FileExistsError:
         pass
-    fd = os.open(path, flags)
+    import fcntl
+
+    fd = posix.open(path, flags)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        mtime = os.fstat(fd).st_mtime
+        mtime = posix.fstat(fd).st_mtime
         if (clock.now() if now is None else now) < mtime + WARN_INTERVAL:
             return False
         clock.stamp(fd)
         return True
     finally:
-        os.close(fd)
+        posix.close(fd)

@@ -169,7 +169,7 @@ class Store:
         if db is not None:
             db.primary_reads = True
 
-    def expect_recipient(self, domain: str, users: list[str]) -> None:
+    def expect_recipient(self, domain: str, users: list[str], answered=None) -> None:
         """A hint: a delivery is about to ask for ``domain`` and these users (the daemon's store
         asks for all of them in one request; a store of its own has nothing to do)."""
         return None

@@ -94,11 +94,18 @@ class DaemonStore:
     # ------------------------------------------------------------------ reads
 
     @_or_direct
-    def expect_recipient(self, domain: str, users: list[str]) -> None:
-        """The domain and the users in one ``recipient`` request (a delivery's first questions)."""
+    def expect_recipient(self, domain: str, users: list[str], answered=None) -> None:
+        """The domain and the users in one ``recipient`` request (a delivery's first questions);
+        ``answered``: the daemon's (status, fields) for this very request, asked already
+        (vdelivermail's quick path)."""
         if self.primary:
             return
-        status, answer = self._ask("recipient", [("domain", domain), *(("user", user) for user in users)])
+        if answered is None:
+            status, answer = self._ask("recipient", [("domain", domain), *(("user", user) for user in users)])
+        else:
+            status, answer = answered
+            if status in ("temp", "refused"):
+                raise failure(answer)
         if status != "ok":
             self._expected[("domain", domain)] = None
             return
