@@ -963,3 +963,28 @@ def test_the_demo_uses_the_installed_vadddomain() -> None:
     done = subprocess.run([sys.executable, "-I", str(demo)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "$ vadddomain example.com" in done.stdout and done.stdout.rstrip().endswith("demo OK")
+
+
+def test_one_process_sees_users_cdb_change_at_once(tmp_path: Path) -> None:
+    """vpop.assign remembers what it found in users/cdb by the file's identity (vlookupd asks it for
+    every login): a domain added, moved or removed by qmail-newu is seen on the next lookup."""
+    from vpop import assign
+
+    qmail = tmp_path / "qmail"
+    (qmail / "users").mkdir(parents=True)
+
+    def newu(*lines: str) -> None:
+        (qmail / "users" / "assign").write_text("".join(lines) + ".\n")
+        assign.write_users_cdb(str(qmail))
+
+    newu("+one.test-:one.test:89:89:/d/one.test:-::\n")
+    assert assign.lookup(str(qmail), "one.test").dir == "/d/one.test"
+    assert assign.lookup(str(qmail), "two.test") is None
+    newu("+one.test-:one.test:89:89:/e/one.test:-::\n", "+two.test-:two.test:89:89:/d/two.test:-::\n")
+    assert assign.lookup(str(qmail), "one.test").dir == "/e/one.test"
+    assert assign.lookup(str(qmail), "two.test").dir == "/d/two.test"
+    found = assign.lookup(str(qmail), "two.test")
+    found.dir = "/changed/by/the/caller"
+    assert assign.lookup(str(qmail), "two.test").dir == "/d/two.test"  # a fresh record each time
+    newu("+two.test-:two.test:89:89:/d/two.test:-::\n")
+    assert assign.lookup(str(qmail), "one.test") is None

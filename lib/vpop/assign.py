@@ -6,7 +6,15 @@ the real domain.  When ``users/cdb`` is missing we read ``users/assign`` itself 
 would answer "no such domain"); a read error other than "missing" is a temporary failure.
 """
 
+import posix
+
 from vpop.errors import TemporaryFailure
+
+#: records found in users/cdb, by (path, key): (the file's identity when read, the record).  A
+#: process that resolves many domains (vlookupd) reads the cdb once per change of the file, not
+#: once per question; qmail-newu replaces the file by a rename, so a new file is a new identity.
+_found: dict[tuple[str, bytes], tuple[tuple, bytes]] = {}
+_FOUND_LIMIT = 4096
 
 
 class Domain:
@@ -46,6 +54,10 @@ def lookup(qmail_home: str, domain: str) -> Domain | None:
     """Resolve ``domain`` (lower case) through users/cdb, else users/assign; None if unknown."""
     key = ("!" + domain + "-").encode()
     path = qmail_home + "/users/cdb"
+    identity = _identity(path)
+    known = _found.get((path, key))
+    if identity is not None and known is not None and known[0] == identity:
+        return _from_fields(domain, known[1].split(b"\0"), path)
     from vpop.files import cdb_get
 
     try:
@@ -53,8 +65,22 @@ def lookup(qmail_home: str, domain: str) -> Domain | None:
     except FileNotFoundError:
         return _lookup_assign(qmail_home + "/users/assign", domain)
     if value is None:
-        return None
+        return None  # never remembered: a domain added a moment ago is found at once
+    if identity is not None:
+        if len(_found) >= _FOUND_LIMIT:
+            _found.clear()
+        # stat before the read: if the file was replaced in between, the record is the newer
+        # file's under the older identity, and the next lookup reads again
+        _found[(path, key)] = (identity, value)
     return _from_fields(domain, value.split(b"\0"), path)
+
+
+def _identity(path: str) -> tuple | None:
+    try:
+        st = posix.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def _lookup_assign(path: str, domain: str) -> Domain | None:
