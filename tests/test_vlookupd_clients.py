@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -375,6 +376,9 @@ def quick_case(tree: Tree, case: str) -> tuple[str, dict[str, Any], Path, Callab
         if "quota" in case:  # a message already read, 1000 (or 95000) bytes by its name
             size = 95000 if "warning" in case else 1000
             (maildir / "cur" / f"1000000000.M1P1Q1.seed,S={size}:2,S").write_bytes(b"x" * size)
+            if case != "quota to count":  # a maildirsize that counted it, written now by the programs' clock
+                (maildir / "maildirsize").write_text(f"100000S\n{size} 1\n")
+                os.utime(maildir / "maildirsize", (tree.clock, tree.clock))
         if case == "own .qmail":
             (user_dir / ".qmail").write_text("./Maildir/\n")
         if case == "empty .qmail":
@@ -397,14 +401,15 @@ def quick_case(tree: Tree, case: str) -> tuple[str, dict[str, Any], Path, Callab
     return f"{name}@example.com", kw, user_dir, reset
 
 
-QUICK_CASES = ["plain", "within quota", "quota warning", "own .qmail", "empty .qmail", "Maildir without new",
-               "vanished user dir", "looping", "piped message", "outside the roots"]
+QUICK_CASES = ["plain", "within quota", "quota to count", "quota warning", "own .qmail", "empty .qmail",
+               "Maildir without new", "vanished user dir", "looping", "piped message", "outside the roots"]
 
 
 @pytest.mark.parametrize("case", QUICK_CASES)
 def test_vdelivermail_quick_path_and_its_hand_offs(plain_twins: Twins, case: str) -> None:
-    """What the quick path takes (a plain Maildir, within quota: maildirsize counted) and what it
-    leaves to the whole path end the same as without the daemon: outcome, files, modes, maildirsize."""
+    """What the quick path takes (a plain Maildir; within a quota maildirsize settles: the message
+    appended to it) and what it leaves to the whole path (a Maildir to count again, a warning due,
+    ...) end the same as without the daemon: outcome, files, modes, maildirsize."""
     tree = plain_twins.tree
     tree.clock = 1_790_000_000  # the quota warning's Date: and quotawarn's time
     address, kw, user_dir, reset = quick_case(tree, case)
@@ -413,14 +418,20 @@ def test_vdelivermail_quick_path_and_its_hand_offs(plain_twins: Twins, case: str
                   lambda: maildir_state(user_dir), reset)
     expected = {"looping": 100, "outside the roots": 111}.get(case, 0)
     assert result[0] == expected, result
+    # which path delivered: the quick one imports no os (see vdelivermail.main), the whole one does
+    reset()
+    python = Path(program("vdelivermail")).read_text().split("\n")[0][2:].split()[0]
+    argv = [python, "-IS", "-X", "importtime", program("vdelivermail"), "", "bounce-no-mailbox"]
+    done = tree.deliver(address, message, argv=argv, **kw)
+    assert done.returncode == expected, done
+    assert (re.search(rb"\| +os\n", done.stderr) is None) == (case in ("plain", "within quota")), case
     if expected == 0:
-        reset()
-        assert plain_twins.deliver(address, True, message, **kw)[0] == 0
         state = dict(maildir_state(user_dir))
         assert state["Maildir/new"].endswith(b"Subject: twins\n\nhello\n")
         if "quota" in case:
             lines = state["Maildir/maildirsize"].split(b"\n")
-            assert lines[0] == b"100000S" and len(lines) == 4 + ("warning" in case), lines  # recount, appends
+            # the seed's (or the recount's) line, the warning's, the message's
+            assert lines[0] == b"100000S" and len(lines) == 4 + ("warning" in case), lines
 
 
 # ------------------------------------------------------------------------------------------------

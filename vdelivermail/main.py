@@ -6,12 +6,13 @@ a delivery and an exit code out (0 delivered, 99 delivered and stop, 100 bounce,
 
 The quick path: when ``lookup_socket`` names a running vlookupd, the daemon's ``recipient``
 answer is enough for the common case -- a known user with a directory, no ``.qmail`` of their
-own, a whole Maildir, within quota -- and that message is delivered here with ``posix`` and
-``_socket`` only (no ``os``, no store, no records): what keeps a delivery through the daemon
-near the interpreter's own start.  The quick path decides without writing anything; whatever it
-does not take (valiases, extensions, unknown users, a ``.qmail``, a missing Maildir, a quota
-warning due, a message that is not a regular file, no daemon) goes to :mod:`vdelivermail.deliver`
-with the daemon's answer, and ends exactly as it would have without the quick path.
+own, a whole Maildir, within a quota that ``maildirsize`` vouches for as it is -- and that message
+is delivered here with ``posix`` and ``_socket`` only (no ``os``, no store, no records): what keeps
+a delivery through the daemon near the interpreter's own start.  The quick path decides without
+writing anything; whatever it does not take (valiases, extensions, unknown users, a ``.qmail``, a
+missing Maildir, a Maildir to count again, a quota warning due, a message that cannot be read
+again from its start, no daemon) goes to :mod:`vdelivermail.deliver` with the daemon's answer, and
+ends exactly as it would have without the quick path.
 """
 
 import sys
@@ -81,7 +82,7 @@ def plan(argv: list[str], environ: dict, quick: Quick) -> bool:
     if not (valid_user(user) and valid_domain(domain) and domain) or (settings.qmail_ext and "-" in user):
         return False
     try:
-        posix.lseek(0, 0, 0)  # qmail-local's regular file; a pipe is spooled by the whole path
+        posix.lseek(0, 0, 0)  # qmail-local gives a regular file; a pipe is spooled by the whole path
     except OSError:
         return False
 
@@ -115,9 +116,9 @@ def plan(argv: list[str], environ: dict, quick: Quick) -> bool:
     if is_looping(message, address, environ.get("DTLINE", "")):
         return False
     quota = mq.effective_quota(maildir, answer.text("shell"))
-    if quota:
-        over, percent = mq.check(maildir, quota, message.size, 1, settings.quota_small_message_bytes)
-        if over or percent >= settings.quota_warn_percent:
+    if quota:  # a Maildir to count again (a recount writes maildirsize) is the whole path's
+        known = mq.check_without_recount(maildir, quota, message.size, 1, settings.quota_small_message_bytes)
+        if known is None or known[0] or known[1] >= settings.quota_warn_percent:
             return False
     quick.maildir, quick.quota = maildir, quota
     quick.headers = return_path(environ) + delivered_to(address)

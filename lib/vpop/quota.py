@@ -60,6 +60,7 @@ __all__ = [
     "UsageLock",
     "add_usage",
     "check",
+    "check_without_recount",
     "claim_warning",
     "deliver_counted",
     "delivery_lock",
@@ -540,6 +541,24 @@ def check(
     ``percent`` (0-100) is for the 90 % warning.  A message of ``small_message_bytes`` or
     fewer is never over quota (0 disables that rule).
     """
+    known = check_without_recount(maildir, quota_string, extra_bytes, extra_count, small_message_bytes, now)
+    if known is not None:
+        return known
+    quota = normalize_quota(quota_string)
+    root = quota_root(maildir)
+    counted = recalculate(root, quota, uid, gid)
+    over, percent = _qcalc(quota, counted[0] + extra_bytes, counted[1] + extra_count)
+    if counted.unsure:
+        over = False
+    return _small_exempt(over, extra_bytes, small_message_bytes), percent
+
+
+def check_without_recount(maildir: str, quota_string: str, extra_bytes: int, extra_count: int = 1,
+                          small_message_bytes: int = 1024,
+                          now: float | None = None) -> tuple[bool, int] | None:
+    """:func:`check`'s answer when no recount is needed (nothing is written), else None: no quota,
+    or a ``maildirsize`` that is trusted as it is.  vdelivermail's quick path decides with this and
+    leaves a Maildir that needs counting to the whole path (so the count happens once)."""
     if not quota_string or quota_string.startswith("NO"):
         return False, 0
     quota = normalize_quota(quota_string)
@@ -558,11 +577,7 @@ def check(
         over, percent = _qcalc(quota, info[1] + extra_bytes, info[2] + extra_count)
         if not over or info[3] == 1:
             return _small_exempt(over, extra_bytes, small_message_bytes), percent
-    counted = recalculate(root, quota, uid, gid)
-    over, percent = _qcalc(quota, counted[0] + extra_bytes, counted[1] + extra_count)
-    if counted.unsure:
-        over = False
-    return _small_exempt(over, extra_bytes, small_message_bytes), percent
+    return None
 
 
 def _small_exempt(over: bool, extra_bytes: int, small_message_bytes: int) -> bool:
