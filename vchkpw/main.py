@@ -73,7 +73,10 @@ def ask_daemon(argv: list[str], environ: dict, data: bytes):
 
     client = Client(settings)
     try:
-        asked = client.ask("login", login_fields(argv[1], environ, *split_fd3(data), b"\0" in data))
+        client.send("login", login_fields(argv[1], environ, *split_fd3(data), b"\0" in data))
+        from vpop import session  # noqa: F401 - what a yes needs, loaded while the daemon decides
+
+        asked = client.receive()
     except Unavailable:
         return settings, None
     finally:

@@ -90,7 +90,14 @@ def plan(argv: list[str], environ: dict, quick: Quick) -> bool:
 
     client = Client(settings)
     try:
-        quick.answered = status, answer = client.ask("recipient", [("domain", domain), ("user", user)])
+        client.send("recipient", [("domain", domain), ("user", user)])
+        # what a delivery needs, loaded (and the message looked at) while the daemon answers
+        from vpop import quota as mq
+        from vpop.flags import BOUNCE_MAIL
+        from vpop.message import Message, delivered_to, is_looping, return_path
+
+        message = Message(0)
+        quick.answered = status, answer = client.receive()
     except Unavailable:
         quick.daemon_failed = True
         return False
@@ -98,7 +105,6 @@ def plan(argv: list[str], environ: dict, quick: Quick) -> bool:
         client.close()
     if status != "ok" or answer.all("for") != [user.encode("utf-8", "surrogateescape")]:
         return False
-    from vpop.flags import BOUNCE_MAIL
 
     user_dir, domain_dir = answer.text("dir"), answer.text("domain_dir")
     if answer.number("gid") & BOUNCE_MAIL or not settings.allows_user_dir(domain_dir, user_dir):
@@ -108,11 +114,7 @@ def plan(argv: list[str], environ: dict, quick: Quick) -> bool:
             and all(_is_dir(maildir + sub) for sub in ("cur", "new", "tmp"))):
         return False
 
-    from vpop import quota as mq
-    from vpop.message import Message, delivered_to, is_looping, return_path
-
     address = f"{user}@{answer.text('domain_real')}"
-    message = Message(0)
     if is_looping(message, address, environ.get("DTLINE", "")):
         return False
     quota = mq.effective_quota(maildir, answer.text("shell"))

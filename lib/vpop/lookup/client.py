@@ -95,6 +95,7 @@ class Client:
             self.settings_fields.append(("clock", clock))
         self.sock = None
         self.buffer = b""
+        self.deadline = 0.0  # of the request sent last
 
     def close(self) -> None:
         if self.sock is not None:
@@ -103,12 +104,19 @@ class Client:
             except OSError:
                 pass
             self.sock = None
+        self.buffer = b""
 
     def ask(self, op: str, fields) -> tuple[str, Fields]:
         """Send one request; the answer's status and fields.  Raises :class:`Unavailable`."""
+        self.send(op, fields)
+        return self.receive()
+
+    def send(self, op: str, fields) -> None:
+        """The first half of :meth:`ask`: the request goes out (a quick path then does what it can
+        while the daemon works, and takes the answer with :meth:`receive`).  Raises Unavailable."""
         import time
 
-        deadline = time.monotonic() + self.timeout
+        self.deadline = time.monotonic() + self.timeout
         try:
             frame = encode(op, [*self.settings_fields, *fields])
         except ValueError:
@@ -122,11 +130,21 @@ class Client:
                 sock.settimeout(self.timeout)
                 sock.connect(self.path)
                 check_daemon(sock)
-            self.sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            self.sock.settimeout(max(self.deadline - time.monotonic(), 0.001))
             self.sock.sendall(frame)
-            header = self._read_line(deadline)
+        except (OSError, Unavailable) as exc:
+            self.close()
+            raise Unavailable(str(exc) or exc.__class__.__name__) from None
+
+    def receive(self) -> tuple[str, Fields]:
+        """The second half of :meth:`ask`: the answer to the request :meth:`send` sent, within the
+        same bounded time.  Raises Unavailable."""
+        if self.sock is None:
+            raise Unavailable("no request was sent")
+        try:
+            header = self._read_line(self.deadline)
             word, length = parse_header(header)
-            body = self._read_exactly(length, deadline)
+            body = self._read_exactly(length, self.deadline)
             answer = decode_body(body)
         except (OSError, ProtocolError, ValueError, Unavailable) as exc:
             self.close()
