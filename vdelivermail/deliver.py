@@ -102,7 +102,8 @@ def start_delivery(settings, environ: dict, store, user: str, domain_name: str, 
     """The recipient's domain (``where`` names what the store reads: 111 when it is not there),
     the message on stdin and the loop check: a :class:`vpop.delivery.Delivery` to carry out."""
     from vpop.bounce import LOOPING
-    from vpop.delivery import Delivery, Message, is_looping
+    from vpop.delivery import Delivery
+    from vpop.message import Message, is_looping
 
     domain = store.domain(domain_name)
     if domain is None and store.confirm_on_primary():  # not on a replica (yet?): the primary decides

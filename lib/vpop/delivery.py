@@ -13,7 +13,7 @@ import os
 from vpop.bounce import LOOPING, OVER_QUOTA, read_message_file
 from vpop.errors import PermanentFailure, TemporaryFailure
 from vpop.fdio import read_chunks, write_all
-from vpop.message import Message, delivered_to, is_looping, return_path  # noqa: F401 - Message: the input
+from vpop.message import Message, delivered_to, is_looping, return_path
 
 # Program exit codes qmail-local (and vdelivermail) treat as permanent failures.
 HARD_PROGRAM_EXITS = frozenset((64, 65, 70, 76, 77, 78, 100, 112))

@@ -35,6 +35,7 @@ __all__ = [
     "deliver",
     "escape_hostname",
     "join_path",
+    "lexists",
     "make_maildir",
     "maildir_to_email",
     "safe_hostname",
@@ -229,7 +230,8 @@ def _unlink_quietly(path: str) -> None:
         pass
 
 
-def _lexists(path: str) -> bool:
+def lexists(path: str) -> bool:
+    """``os.path.lexists``: is there anything (a dangling link too) at ``path``?"""
     try:
         posix.lstat(path)
     except OSError:
@@ -263,7 +265,7 @@ def _publish(tmp_path: str, new_dir: str, base: str, size: int) -> str:
             if exc.errno == errno.EEXIST:
                 base = unique_name()
                 continue
-            if exc.errno not in _LINK_UNSUPPORTED or _lexists(new_path):
+            if exc.errno not in _LINK_UNSUPPORTED or lexists(new_path):
                 raise _rename_error(exc, tmp_path, new_path) from exc
             try:
                 posix.rename(tmp_path, new_path)

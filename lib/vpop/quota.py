@@ -52,6 +52,8 @@ import posix
 import time
 
 from vpop import clock
+from vpop import maildir as md
+from vpop.fdio import write_all
 from vpop.maildir import join_path as _join
 from vpop.maildir import safe_hostname, size_from_name
 
@@ -460,9 +462,7 @@ def _write_new_maildirsize(root: str, content: bytes, uid: int | None, gid: int 
         raise OSError(errno.EEXIST, "cannot create a new maildirsize", tmp)
     try:
         try:
-            view = memoryview(content)
-            while view:
-                view = view[posix.write(fd, view) :]
+            write_all(fd, content)
             posix.fsync(fd)
         finally:
             posix.close(fd)
@@ -622,11 +622,8 @@ def add_usage(maildir: str, quota_string: str, nbytes: int, count: int = 1) -> b
             continue  # created meanwhile by another delivery: append to it
         except OSError:
             # No hard links here: rename, accepting the tiny window vpopmail always had.
-            try:
-                posix.lstat(path)
+            if md.lexists(path):
                 continue
-            except OSError:
-                pass
             try:
                 posix.rename(tmp, path)
                 return True
@@ -654,8 +651,6 @@ def deliver_counted(maildir: str, headers: bytes, message_fd: int, quota: str) -
     """:func:`vpop.maildir.deliver`, and with a ``quota`` its size appended to ``maildirsize`` under
     the shared :func:`delivery_lock` (a recount's scan and rename cannot slip between the two).
     Returns the new file's path.  Call :func:`check` first (it may need the exclusive lock)."""
-    from vpop import maildir as md
-
     if not quota:
         return md.deliver(maildir, headers, message_fd)
     with delivery_lock(maildir):

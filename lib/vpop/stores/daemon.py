@@ -32,6 +32,14 @@ def _or_direct(method):
     return call
 
 
+def _outcome(status: str, answer):
+    """``temp`` and ``refused`` are the outcome itself (the database is down behind the daemon, a
+    request the daemon turned down): raised, never read as "nothing there"."""
+    if status in ("temp", "refused"):
+        raise failure(answer)
+    return status, answer
+
+
 class DaemonStore:
     """The store's reads and the delivery's writes through the daemon (see the module)."""
 
@@ -63,17 +71,11 @@ class DaemonStore:
         return getattr(self.direct(), name)
 
     def _ask(self, op: str, fields: list):
-        """The daemon's answer (status, fields); raises Unavailable when it cannot answer.
-
-        ``temp`` and ``refused`` are the outcome itself (the database is down behind the daemon,
-        a request the daemon turned down): raised, never read as "nothing there".
-        """
+        """The daemon's answer (status, fields); raises Unavailable when it cannot answer, and
+        a ``temp`` or ``refused`` answer as its outcome (:func:`_outcome`)."""
         if self.client is None:
             raise Unavailable("the daemon did not answer before")
-        status, answer = self.client.ask(op, [*fields, ("primary", "1")] if self.primary else fields)
-        if status in ("temp", "refused"):
-            raise failure(answer)
-        return status, answer
+        return _outcome(*self.client.ask(op, [*fields, ("primary", "1")] if self.primary else fields))
 
     def confirm_on_primary(self) -> bool:
         """Once: the questions that follow are answered from the primary (only the daemon knows
@@ -103,9 +105,7 @@ class DaemonStore:
         if answered is None:
             status, answer = self._ask("recipient", [("domain", domain), *(("user", user) for user in users)])
         else:
-            status, answer = answered
-            if status in ("temp", "refused"):
-                raise failure(answer)
+            status, answer = _outcome(*answered)
         if status != "ok":
             self._expected[("domain", domain)] = None
             return
