@@ -127,3 +127,66 @@ def test_a_driver_text_that_quotes_the_password_is_cleaned() -> None:
     text = database._describe(Refusal(2003, "Can't connect to 'Sw0rdfish!' (111)"))
     assert text == "(2003) Can't connect to '<password>' (111)"
     assert "Sw0rdfish" not in database._describe(Refusal(1045, "Access denied for user 'Sw0rdfish!'"))
+
+
+# ------------------------------------------------------------------ a ping sent ahead (vlookupd)
+
+
+def _database(db: dict[str, Any], query_timeout: int = 30):
+    from vpop.credentials import Server
+    from vpop.sqldb import Database
+
+    server = Server("127.0.0.1", db["port"], None, db["user"], db["password"], db["database"], "test:1")
+    return Database(server, server, connect_timeout=1, query_timeout=query_timeout)
+
+
+def test_a_ping_sent_ahead_is_answered_before_anything_else_uses_the_connection(db: dict[str, Any]) -> None:
+    database = _database(db)
+    try:
+        database.start_ping()
+        database.start_ping()  # one ping in flight at most
+        assert database.query("SELECT 41 + 1") == [(42,)]  # the ping's answer was read first
+        database.start_ping()
+        database.execute("REPLACE INTO lastauth (user, domain, remote_ip, timestamp) VALUES (%s, %s, %s, %s)",
+                         ("bob", "example.com", REMOTE_IP, 1))
+        assert database.query("SELECT user, timestamp FROM lastauth") == [("bob", 1)]
+        database.start_ping()
+        database.confirm_alive()
+        database.confirm_alive()  # nothing in flight: a ping of its own
+        assert database.query("SELECT 2") == [(2,)]
+        database.start_ping()
+    finally:
+        database.close()  # with a ping in flight: closed all the same
+    assert database.query("SELECT 3") == [(3,)]  # a new connection
+    database.close()
+
+
+def test_a_ping_sent_ahead_to_a_hung_server_fails_after_the_query_timeout(db: dict[str, Any],
+                                                                       mariadb: dict[str, Any]) -> None:
+    from vpop.errors import DatabaseFailure
+
+    database = _database(db, query_timeout=1)
+    assert database.query("SELECT 1") == [(1,)]
+    os.kill(mariadb["proc"].pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        database.start_ping()
+        with pytest.raises(DatabaseFailure, match="database down"):
+            database.confirm_alive()
+        assert time.monotonic() - started < 10
+    finally:
+        os.kill(mariadb["proc"].pid, signal.SIGCONT)
+    assert database.query("SELECT 1") == [(1,)]  # the failed connection was dropped: a new one
+    database.close()
+
+
+def test_a_ping_to_a_server_that_is_gone(db: dict[str, Any], mute_server: int) -> None:
+    from vpop.credentials import Server
+    from vpop.errors import DatabaseFailure
+    from vpop.sqldb import Database
+
+    server = Server("127.0.0.1", mute_server, None, db["user"], db["password"], db["database"], "test:1")
+    database = Database(server, server, connect_timeout=1, query_timeout=1)
+    database.start_ping()  # cannot connect: remembered, not raised
+    with pytest.raises(DatabaseFailure, match="database down"):
+        database.confirm_alive()

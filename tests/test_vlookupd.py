@@ -24,7 +24,7 @@ from helpers import VPOPMAIL_GID, VPOPMAIL_UID, fd3_payload, program, run_checkp
 from lookupd import Daemon, as_uid, change_user, frame, read_frame
 from qmysql import POPUSER_UID, USERS_GID, QmailMysqlTree, empty_tables, getpw_fields
 from servers import private_mariadb
-from tree import Tree, load_schema, read_record
+from tree import REMOTE_IP, Tree, load_schema, mysql_rows, read_record
 
 PASSWORD = "secret"
 MESSAGE = b"From: alice@example.org\nTo: bob@example.com\nSubject: hi\n\nhello\n"
@@ -447,6 +447,59 @@ def test_no_socket_setting(tree: Tree) -> None:
     done = run_vlookupd(tree)
     assert (done.returncode, done.stderr) == (
         111, f"vlookupd: {tree.config}: lookup_socket is not set: vlookupd has no socket to serve\n".encode())
+
+
+def test_lastauth_is_written_after_the_answer_and_its_failure_logged(sql_tree: Tree) -> None:
+    """The daemon answers first and writes lastauth then (nothing in the answer waits for it): the
+    row is there soon after, and a write that fails is logged with the client's pid, as directly."""
+    tree = sql_tree
+    with Daemon(tree, workers=1, lookup_cache_seconds=60) as daemon:
+        tree.clock = 1_700_000_000
+        for _ in range(2):  # from the database, then from the cache
+            done = tree.login(pop())[0]
+            assert done.returncode == 0
+            assert eventually(lambda: mysql_rows(tree.db, "SELECT user, remote_ip, timestamp FROM lastauth")
+                              == [("bob", REMOTE_IP, 1_700_000_000)])
+            mysql_rows(tree.db, "DELETE FROM lastauth")
+        assert daemon.stats()["cache_hits"] >= 1
+        # a lastauth that cannot be written (a view in the table's place): logged, the login goes on
+        mysql_rows(tree.db, "DROP TABLE lastauth")
+        mysql_rows(tree.db, "CREATE VIEW lastauth AS SELECT 'x' AS user, 'y' AS domain, 'z' AS remote_ip, "
+                            "0 AS timestamp")
+        tree.syslog_records()
+        done = tree.login(pop())[0]
+        assert done.returncode == 0
+
+        records: list[Any] = []
+
+        def logged() -> bool:
+            records.extend(tree.syslog_parsed())
+            return any("lastauth not recorded bob@example.com" in r.message for r in records)
+
+        assert eventually(logged)
+        assert {r.pid for r in records} == {done.pid}
+        assert [r.message for r in records][0] == f"vchkpw-pop3: (PLAIN) login success bob@example.com:{REMOTE_IP}"
+
+
+def test_a_login_does_not_wait_for_its_lastauth_write(sql_tree: Tree) -> None:
+    """lastauth's table locked by another client: the login is answered all the same, and the row
+    is written once the lock goes (the write waits in the daemon, not in the login)."""
+    from tree import mysql_connect
+
+    tree = sql_tree
+    with Daemon(tree, workers=1, lookup_timeout=30, mysql_query_timeout=30):
+        assert tree.login(pop())[0].returncode == 0
+        mysql_rows(tree.db, "DELETE FROM lastauth")
+        holder = mysql_connect(tree.db)
+        try:
+            with holder.cursor() as cur:
+                cur.execute("LOCK TABLES lastauth WRITE")
+            proc, out = spawn_vchkpw(tree, pop())
+            assert proc.wait(timeout=20) == 0  # answered while lastauth is locked
+            assert read_record(out)["cwd"] == tree.bob.dir
+        finally:
+            holder.close()  # the lock goes with the connection
+        assert eventually(lambda: mysql_rows(tree.db, "SELECT user FROM lastauth") == [("bob",)])
 
 
 def test_a_hung_database_behind_a_running_daemon(sql_tree: Tree, mariadb: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ import hashlib
 import os
 import re
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -188,10 +189,18 @@ def test_vchkpw_lastauth_and_relay(twins: Twins) -> None:
     tree.write_etc("tcp.smtp", "127.:allow,RELAYCLIENT=\"\"\n")
 
     def state() -> Any:
+        # the daemon writes lastauth once its answer is sent: wait for it (the relay comes first)
+        deadline = time.monotonic() + 10
         if tree.db is not None:
+            while not mysql_rows(tree.db, "SELECT user FROM lastauth") and time.monotonic() < deadline:
+                time.sleep(0.02)
             return (mysql_rows(tree.db, "SELECT user, domain, remote_ip, timestamp FROM lastauth"),
                     mysql_rows(tree.db, "SELECT ip_addr, timestamp FROM relay"))
         lastauth = Path(tree.bob.dir) / "lastauth"
+        # written in place: done when its mtime is the login's
+        while not (lastauth.exists() and int(lastauth.stat().st_mtime) == tree.clock) and \
+                time.monotonic() < deadline:
+            time.sleep(0.02)
         return lastauth.read_bytes(), int(lastauth.stat().st_mtime), (tree.etc / "open-smtp").read_text()
 
     def reset() -> None:

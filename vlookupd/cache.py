@@ -11,9 +11,14 @@ returns them.  Nothing negative is cached (an unknown user is asked again every 
 the cached answers would *refuse* is never refused on them: :meth:`CachingStore.recheck` reads
 every served answer again from the store; when they are the same the refusal stands (so the
 password is checked once, as on the direct path), else the decision is made again on the new ones.
-Writes through this store (a blank ``pw_dir`` filled, a rehash) void the cache; a login decided on
-cached answers whose lastauth or relay write finds the database down is decided again without them
-(so it is the 111 the direct path gives).
+Writes through this store (a blank ``pw_dir`` filled, a rehash) void the cache.
+
+A "yes" decided on cached answers stands only when the database answers (:meth:`reachable`): else
+it is decided again without them, which is the 111 the direct path gives.  The round trip that
+says so is started at the first answer served from the cache and read after the decision, so it
+costs what the slower of the two costs, not their sum.  lastauth is written after the client has
+its answer (:meth:`after_answer`, :attr:`later`): on a cold server thread that write is the
+dearest part of a login, and nothing in the answer depends on it.
 """
 
 import time
@@ -98,7 +103,7 @@ class CachingStore:
         self.invalidate = invalidate  # voids every worker's cache
         self.use_cache = use_cache and cache.enabled
         self.served: list[tuple[str, tuple, object]] = []
-        self.database_failed = False  # a write after the decision found the database down
+        self.later: list = []  # what :meth:`after_answer` was given, for the worker to run
 
     def __getattr__(self, name: str):
         return getattr(self.store, name)
@@ -108,6 +113,8 @@ class CachingStore:
             value = self.cache.get(key)
             if value is not _MISSING:
                 self.row.add("cache_hits")
+                if not self.served:
+                    self.store.start_ping()  # read by reachable(), once the decision is made
                 self.served.append((method, args, value))
                 return _copy(value)
             self.row.add("cache_misses")
@@ -143,20 +150,16 @@ class CachingStore:
             self.invalidate()
         return unchanged
 
-    def set_lastauth(self, record, domain, ip: str, now: int) -> None:
-        self._write("set_lastauth", (record, domain, ip, now))
-
-    def open_relay(self, ip: str, now: int) -> None:
-        self._write("open_relay", (ip, now))
-
-    def _write(self, method: str, args: tuple) -> None:
-        """The engine logs these failures and lets the login in; a login decided on cached answers
-        must not: the database is down, and without the cache the answer would have been 111."""
+    def reachable(self) -> bool:
+        """Whether the update server answers (the ping started at the first cached answer)."""
         try:
-            getattr(self.store, method)(*args)
+            self.store.confirm_reachable()
         except DatabaseFailure:
-            self.database_failed = True
-            raise
+            return False
+        return True
+
+    def after_answer(self, work) -> None:
+        self.later.append(work)
 
     def set_user_dir(self, record, domain, path: str) -> str:
         try:

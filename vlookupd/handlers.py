@@ -116,10 +116,14 @@ def _decide(worker, attempt, fields, null_refusal, record_login: bool) -> tuple[
     challenge = fields.get("challenge", b"")
     captured: list[str] = []
 
+    store = None
+
     def start_again() -> None:
         if attempt.log is not None:
             attempt.log.drop()
         captured.clear()
+        if store is not None:
+            store.later.clear()  # lastauth of a decision that is made again
 
     for use_cache in (True, False):
         store = worker.caching_store(use_cache)
@@ -137,12 +141,13 @@ def _decide(worker, attempt, fields, null_refusal, record_login: bool) -> tuple[
         if failed is not None and use_cache and not store.recheck():
             start_again()  # decided on answers that changed since: decide again on the new ones
             continue
-        if failed is None and store.served and store.database_failed:
+        if failed is None and store.served and not store.reachable():
             start_again()  # a yes from the cache while the database is down: ask the database
             continue
         break
     if attempt.log is not None:
         attempt.log.flush()
+    worker.after_answer(store.later, attempt.log)
     status, answer = ("ok", grant_fields(grant, attempt)) if failed is None else outcome(failed)
     answer += [("user", attempt.user), ("domain", attempt.domain_name)]
     answer += [("stderr", line) for line in captured]

@@ -114,6 +114,10 @@ class Worker:
         self.connections: dict[int, Connection] = {}
         self.stopping = False
         self.reload_wanted = False
+        #: writes of the request being answered that wait for the answer to be sent (lastauth),
+        #: with the logger of their failures
+        self.later: list = []
+        self.later_log = None
 
     # ------------------------------------------------------------------ the store
 
@@ -165,6 +169,22 @@ class Worker:
         except VpopError as exc:
             self.log.send(f"worker {self.index}: not connected yet: {exc.message}", "warning")
             self.reset_store()
+
+    def after_answer(self, work: list, log) -> None:
+        """Run ``work`` (callables) once the answer is sent; ``log`` flushed after them."""
+        self.later, self.later_log = list(work), log
+
+    def run_later(self) -> None:
+        work, log = self.later, self.later_log
+        self.later, self.later_log = [], None
+        for item in work:
+            try:
+                item()  # lastauth: its own failures are logged by the engine
+            except Exception as exc:  # noqa: BLE001 - the client has its answer: only the log can say it
+                self.log.send(f"internal error {exc.__class__.__name__} at {raised_at(exc, 'vlookupd')} "
+                              f"after an answer", "err")
+        if log is not None:
+            log.flush()
 
     # ------------------------------------------------------------------ settings
 
@@ -241,6 +261,8 @@ class Worker:
             status, frame = "internal", encode("internal", [("message", "answer too long")])
         keep = self.send(conn, frame) and status != "denied"
         self.row.latency(time.monotonic() - started)
+        if self.later or self.later_log is not None:
+            self.run_later()
         return keep
 
     def send(self, conn: Connection, frame: bytes) -> bool:

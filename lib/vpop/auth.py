@@ -386,17 +386,22 @@ def rehash_password(attempt: Attempt, store, record, domain, password: bytes, sc
         attempt.say(vlog.AUTH, f"password not rehashed: changed meanwhile {attempt.who()}")
 
 
+def record_lastauth(attempt: Attempt, store, record, domain, now: int) -> None:
+    """The lastauth write; a failure is logged, never refuses the login."""
+    try:
+        with store.as_mail_user(domain):  # CDB: lastauth lives in the user's directory
+            store.set_lastauth(record, domain, attempt.ip, now)
+    except (TemporaryFailure, OSError) as exc:
+        attempt.say(vlog.INTERNAL, f"lastauth not recorded {attempt.who()}: {exc}")
+
+
 def after_login(attempt: Attempt, settings, store, record, domain, flags: int) -> None:
     """lastauth and roaming-user relay; their failures are logged, never refuse the login."""
     from vpop import clock
 
     now = int(clock.now())
     if settings.auth_logging:
-        try:
-            with store.as_mail_user(domain):  # CDB: lastauth lives in the user's directory
-                store.set_lastauth(record, domain, attempt.ip, now)
-        except (TemporaryFailure, OSError) as exc:
-            attempt.say(vlog.INTERNAL, f"lastauth not recorded {attempt.who()}: {exc}")
+        store.after_answer(lambda: record_lastauth(attempt, store, record, domain, now))
     if settings.roaming_users and not flags & NO_RELAY and attempt.service != SMTP and attempt.ip:
         try:
             store.open_relay(attempt.ip, now)

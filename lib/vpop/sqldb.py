@@ -62,6 +62,9 @@ class Database:
         #: change), and a lookup being confirmed after the replica said "no such row"
         self.primary_reads = False
         self._replica_down_until = 0.0
+        #: :meth:`start_ping`'s connection, whose answer is still to be read, or the failure
+        #: :meth:`confirm_alive` is to report
+        self._pinged = None
 
     @property
     def has_replica(self) -> bool:
@@ -114,7 +117,64 @@ class Database:
         pymysql = _import_pymysql()
         return (pymysql.err.MySQLError, OSError)
 
+    def start_ping(self) -> None:
+        """Send a ping to the update server and read its answer only in :meth:`confirm_alive`
+        (vlookupd: the round trip overlaps the work of a login decided on cached answers).
+
+        PyMySQL's own ``ping`` is ``_execute_command(COM_PING)`` then ``_read_ok_packet``; this
+        is the same two steps apart.  Any other use of the connection reads the answer first.
+        """
+        if self._pinged is not None:
+            return
+        try:
+            conn = self.writer()
+        except DatabaseFailure as exc:
+            self._pinged = exc
+            return
+        if not (hasattr(conn, "_execute_command") and hasattr(conn, "_read_ok_packet")):
+            return  # another PyMySQL: confirm_alive pings in one step
+        from pymysql.constants import COMMAND
+
+        try:
+            conn._execute_command(COMMAND.COM_PING, "")
+        except self._errors() as exc:
+            self._drop(conn)
+            self._pinged = DatabaseFailure(f"database down: {self._describe(exc)}")
+            return
+        self._pinged = conn
+
+    def _settle_ping(self) -> DatabaseFailure | None:
+        """Read the answer of :meth:`start_ping`'s ping; the failure, if any (the connection is
+        dropped then)."""
+        pinged, self._pinged = self._pinged, None
+        if pinged is None or isinstance(pinged, DatabaseFailure):
+            return pinged
+        try:
+            pinged._read_ok_packet()
+        except self._errors() as exc:
+            self._drop(pinged)
+            return DatabaseFailure(f"database down: {self._describe(exc)}")
+        return None
+
+    def confirm_alive(self) -> None:
+        """Raise :class:`DatabaseFailure` unless the update server answers a ping (the one
+        :meth:`start_ping` sent, else one now)."""
+        self.start_ping()
+        if self._pinged is None:  # a PyMySQL without the two steps
+            conn = self.writer()
+            try:
+                conn.ping(False)
+            except self._errors() as exc:
+                self._drop(conn)
+                raise DatabaseFailure(f"database down: {self._describe(exc)}") from None
+            return
+        failure = self._settle_ping()
+        if failure is not None:
+            raise failure
+
     def reader(self):
+        if self._pinged is not None:
+            self._settle_ping()  # its failure dropped the connection: this read connects again
         if self.primary_reads:
             return self.writer()
         if self._read is None:
@@ -133,6 +193,8 @@ class Database:
         return self._read
 
     def writer(self):
+        if self._pinged is not None:
+            self._settle_ping()
         # One line in the credentials file: one connection.  Two lines naming one server may still
         # name two users (a read-only one for reads): each gets its own connection.
         if self._update is None and self._read is not None and self.update_server is self.read_server:
@@ -254,6 +316,7 @@ class Database:
         return without_secrets(_describe(exc), (s.password for s in servers))
 
     def close(self) -> None:
+        self._pinged = None  # a ping's answer unread: the connection goes anyway
         for conn in {id(c): c for c in (self._read, self._update)}.values():
             if conn is not None:
                 try:

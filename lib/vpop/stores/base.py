@@ -169,6 +169,24 @@ class Store:
         if db is not None:
             db.primary_reads = True
 
+    def start_ping(self) -> None:
+        """Start a round trip to the update server that :meth:`confirm_reachable` waits for
+        (vlookupd, on a login decided on cached answers: the trip overlaps the decision)."""
+        db = getattr(self, "db", None)
+        if db is not None:
+            db.start_ping()
+
+    def confirm_reachable(self) -> None:
+        """Raise :class:`DatabaseFailure` unless the update server answers (files: no server)."""
+        db = getattr(self, "db", None)
+        if db is not None:
+            db.confirm_alive()
+
+    def after_answer(self, work: "Callable[[], None]") -> None:
+        """Run a write the answer does not wait for (lastauth): here, at once; vlookupd's store
+        runs it once the client has its answer."""
+        work()
+
     def expect_recipient(self, domain: str, users: list[str], answered=None) -> None:
         """A hint: a delivery is about to ask for ``domain`` and these users (the daemon's store
         asks for all of them in one request; a store of its own has nothing to do)."""
