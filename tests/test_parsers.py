@@ -9,8 +9,9 @@ import re
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from vpop.config import ConfigError, Settings, parse_settings
+from vpop.config import Settings, parse_settings
 from vpop.credentials import DEFAULT_PORT, parse_vpopmail_mysql
+from vpop.errors import ConfigError
 
 from vchkpw.main import split_fd3
 

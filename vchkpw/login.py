@@ -12,10 +12,14 @@ from vpop import log as vlog
 from vpop.errors import AuthFailure, ConfigError, TemporaryFailure, UsageError, VpopError, raised_at
 from vpop.log import stderr_line as _stderr
 
-from vchkpw.main import NotRunnable, split_fd3
+from vchkpw.main import split_fd3
 
 _NOT_RUNNABLE = ("vchkpw is only for talking with qmail-popup and qmail-pop3d. "
                  "It is not for runnning on the command line.")
+
+
+class NotRunnable(UsageError):
+    """fd 3 cannot be read: vchkpw was not started by qmail-popup or a checkpassword client."""
 
 
 class Login(auth.CheckpasswordAttempt):

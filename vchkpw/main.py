@@ -14,17 +14,15 @@ quick path (that module maps outcomes to exit codes).
 
 import sys
 
-from vpop.errors import AuthFailure, UsageError, VpopError
-
 FD3_LIMIT = 512
 
 
-class NotRunnable(UsageError):
-    """fd 3 cannot be read: vchkpw was not started by qmail-popup or a checkpassword client."""
-
-
 def read_fd3(fd: int = 3) -> bytes:
-    """Read fd 3 to EOF, at most 512 bytes (checkpassword's limit); more is refused."""
+    """Read fd 3 to EOF, at most 512 bytes (checkpassword's limit); more is refused.
+
+    The errors (:class:`vchkpw.login.NotRunnable`, an AuthFailure) are imported when raised: a
+    login that reads its fd 3 never loads :mod:`vpop.errors`.
+    """
     import posix
 
     chunks = []
@@ -33,12 +31,16 @@ def read_fd3(fd: int = 3) -> bytes:
         try:
             chunk = posix.read(fd, FD3_LIMIT + 1 - total)
         except OSError as exc:
+            from vchkpw.login import NotRunnable
+
             raise NotRunnable(f"cannot read fd 3: {exc.strerror}", 11) from None
         if not chunk:
             break
         chunks.append(chunk)
         total += len(chunk)
         if total > FD3_LIMIT:
+            from vpop.errors import AuthFailure
+
             raise AuthFailure("more than 512 bytes on fd 3", 11)
     try:
         posix.close(fd)
@@ -59,14 +61,11 @@ def split_fd3(data: bytes) -> tuple[bytes, bytes, bytes]:
 
 def ask_daemon(argv: list[str], environ: dict, data: bytes):
     """``(settings, (status, answer))`` from vlookupd; ``(settings, None)`` when it cannot answer,
-    ``(None, None)`` when the settings name no daemon or do not load (vchkpw.login says why)."""
+    ``(None, None)`` when the settings name no daemon; settings that do not load raise (ConfigError:
+    vchkpw.login reads them again and says why)."""
     from vpop.config import load_settings
-    from vpop.errors import ConfigError
 
-    try:
-        settings = load_settings()
-    except ConfigError:
-        return None, None
+    settings = load_settings()
     if settings.lookup_socket == "none":
         return settings, None
     from vpop.lookup.client import Client, Unavailable, login_fields
@@ -122,7 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv if argv is None else argv
     try:
         fd3 = read_fd3()
-    except VpopError as exc:
+    except Exception as exc:
+        from vpop.errors import VpopError
+
+        if not isinstance(exc, VpopError):
+            raise
         fd3 = exc
     settings = asked = failed = environ = None
     if len(argv) >= 2 and isinstance(fd3, bytes):

@@ -5,11 +5,9 @@ not quoted; booleans are ``yes``/``no``.  ``VPOP_CONFIG`` names the file, else
 :data:`DEFAULT_PATH`.  A missing file means "all defaults" (vpopmail's own); a line that
 does not parse or an unknown key raises :class:`ConfigError` naming file and line.
 
-No ``os`` at import (vchkpw's quick path reads the settings and must not pay for it).
+No ``os`` at import, and :mod:`vpop.errors` and :mod:`vpop.numbers` only when needed (vchkpw's
+quick path reads the settings and must not pay for them).
 """
-
-from vpop.errors import ConfigError
-from vpop.numbers import ascii_number
 
 DEFAULT_PATH = "/etc/vpop/vpop.conf"
 
@@ -31,6 +29,8 @@ def _boolean(value: str) -> bool:
 
 
 def _number(value: str) -> int:
+    from vpop.numbers import ascii_number
+
     number = ascii_number(value, 999_999_999)
     if number is None:
         raise ValueError("expected a whole number (ASCII digits, at most 999999999)")
@@ -243,6 +243,12 @@ class Settings:
         return False
 
 
+def _error(path: str, number: int | None, text: str) -> Exception:
+    from vpop.errors import ConfigError
+
+    return ConfigError(path, number, text)
+
+
 def parse_settings(text: str, path: str) -> Settings:
     """Parse settings text; ``path`` is only used in error messages."""
     values: dict = {}
@@ -255,16 +261,16 @@ def parse_settings(text: str, path: str) -> Settings:
         key, sep, value = line.partition("=")
         key, value = key.strip(), value.strip()
         if not sep or not key:
-            raise ConfigError(path, number, "expected 'key = value'")
+            raise _error(path, number, "expected 'key = value'")
         if key not in _KEYS:
-            raise ConfigError(path, number, f"unknown setting '{key}'")
+            raise _error(path, number, f"unknown setting '{key}'")
         if key in values:
-            raise ConfigError(path, number, f"'{key}' is set twice")
+            raise _error(path, number, f"'{key}' is set twice")
         parse = _KEYS[key][0]
         try:
             values[key] = parse(value)
         except ValueError as exc:
-            raise ConfigError(path, number, f"bad value for '{key}': {exc}") from None
+            raise _error(path, number, f"bad value for '{key}': {exc}") from None
     return Settings(values, path)
 
 
@@ -283,8 +289,8 @@ def load_settings(environ: dict | None = None) -> Settings:
             text = handle.read()
     except FileNotFoundError:
         if path != DEFAULT_PATH:
-            raise ConfigError(path, None, "settings file not found") from None
+            raise _error(path, None, "settings file not found") from None
         return Settings(None, path)
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(path, None, f"cannot read settings: {exc}") from None
+        raise _error(path, None, f"cannot read settings: {exc}") from None
     return parse_settings(text, path)
