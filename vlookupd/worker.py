@@ -1,7 +1,7 @@
 """One vlookupd worker: its own store and database connections, and a loop over its clients.
 
 The master forks ``lookup_workers`` of these; each accepts from the shared listening socket and
-serves its connections with :mod:`selectors`, one request at a time (a request waits on the
+serves its connections with ``epoll``, one request at a time (a request waits on the
 database or on crypt(3) in this process only: the other workers go on).  A worker holds at most
 one store, so the database sees exactly one connection (one read and one update connection when
 the credentials name two servers) per worker.
@@ -12,7 +12,7 @@ root and the ``lookup_trusted_users`` (vpopmail) may ask everything, the ``looku
 """
 
 import os
-import selectors
+import select
 import signal
 import socket
 import struct
@@ -285,29 +285,38 @@ class Worker:
         signal.set_wakeup_fd(wake_w)
         self.row.set("pid", self.pid)
         self.warm_up()
-        selector = selectors.DefaultSelector()
+        self.poller = select.epoll()
         self.listener.setblocking(False)
-        selector.register(self.listener, selectors.EVENT_READ, "listen")
-        selector.register(self.master_fd, selectors.EVENT_READ, "master")
-        selector.register(wake_r, selectors.EVENT_READ, "wake")
+        # EPOLLEXCLUSIVE: a connection wakes one waiting worker, not all of them (on a small
+        # machine the others would take the CPU from the client that is connecting)
+        self.watched = {self.listener.fileno(): "listen", self.master_fd: "master", wake_r: "wake"}
+        self.poller.register(self.listener.fileno(), select.EPOLLIN | getattr(select, "EPOLLEXCLUSIVE", 0))
+        self.poller.register(self.master_fd, select.EPOLLIN)
+        self.poller.register(wake_r, select.EPOLLIN)
         while not self.stopping:
-            for key, _ in selector.select(timeout=5):
-                if key.data == "listen":
-                    self.accept(selector)
-                elif key.data == "master":
+            try:
+                ready = self.poller.poll(5)
+            except InterruptedError:
+                ready = []
+            for fd, _events in ready:
+                what = self.watched.get(fd)
+                if what == "listen":
+                    self.accept()
+                elif what == "master":
                     self.stopping = True  # the master is gone: its pipe reads EOF
-                elif key.data == "wake":
+                elif what == "wake":
                     try:
                         os.read(wake_r, 512)
                     except BlockingIOError:
                         pass
-                else:
-                    self.readable(selector, key.data)
+                elif what is not None:
+                    self.readable(what)
             if self.reload_wanted:
                 self.reload()
-            self.close_idle(selector)
+            self.close_idle()
         for conn in list(self.connections.values()):
-            self.close(selector, conn)
+            self.close(conn)
+        self.poller.close()
         self.reset_store()
 
     def _stop(self, signum, frame) -> None:
@@ -316,7 +325,7 @@ class Worker:
     def _hup(self, signum, frame) -> None:
         self.reload_wanted = True
 
-    def accept(self, selector) -> None:
+    def accept(self) -> None:
         for _ in range(16):
             try:
                 sock, _ = self.listener.accept()
@@ -331,12 +340,17 @@ class Worker:
             conn = Connection(sock, Peer(pid, uid, gid, self.trust.classify(uid)))
             self.row.add("connections")
             if len(self.connections) >= MAX_CONNECTIONS:
-                oldest = min(self.connections.values(), key=lambda c: c.active)
-                self.close(selector, oldest)
+                self.close(min(self.connections.values(), key=lambda c: c.active))
             self.connections[sock.fileno()] = conn
-            selector.register(sock, selectors.EVENT_READ, conn)
+            self.watched[sock.fileno()] = conn
+            self.poller.register(sock.fileno(), select.EPOLLIN)
+            # a client sends its request right after connecting: it is usually here already, and
+            # reading it now saves a round through the poller
+            self.readable(conn)
 
-    def readable(self, selector, conn: Connection) -> None:
+    def readable(self, conn: Connection) -> None:
+        if conn.sock.fileno() not in self.connections:
+            return  # closed meanwhile
         try:
             data = conn.sock.recv(65536)
         except (BlockingIOError, InterruptedError):
@@ -344,7 +358,7 @@ class Worker:
         except OSError:
             data = b""
         if not data:
-            self.close(selector, conn)
+            self.close(conn)
             return
         conn.active = time.monotonic()
         conn.buffer += data
@@ -355,13 +369,13 @@ class Worker:
                 self.row.add("requests")
                 self.row.add("bad")
                 self.send(conn, encode("bad", [("message", str(exc))]))
-                self.close(selector, conn)
+                self.close(conn)
                 return
             if frame is None:
                 return
             op, fields = frame
             if not self.respond(conn, op, fields):
-                self.close(selector, conn)
+                self.close(conn)
                 return
 
     @staticmethod
@@ -381,16 +395,19 @@ class Worker:
         del conn.buffer[:end + 1 + length]
         return op, decode_body(body)
 
-    def close(self, selector, conn: Connection) -> None:
-        self.connections.pop(conn.sock.fileno(), None)
+    def close(self, conn: Connection) -> None:
+        fd = conn.sock.fileno()
+        if fd < 0:
+            return  # closed already
+        self.connections.pop(fd, None)
+        self.watched.pop(fd, None)
         try:
-            selector.unregister(conn.sock)
-        except (KeyError, ValueError):
+            self.poller.unregister(fd)
+        except (OSError, ValueError):
             pass
         conn.sock.close()
 
-    def close_idle(self, selector) -> None:
+    def close_idle(self) -> None:
         limit = time.monotonic() - IDLE_SECONDS
         for conn in [c for c in self.connections.values() if c.active < limit]:
-            self.close(selector, conn)
-
+            self.close(conn)
